@@ -1,0 +1,422 @@
+//! `remix log verify` and `remix log repair`: a full check of every frame, offset, index and cursor,
+//! and the explicit operator command that cuts corruption off (copying it to `quarantine/` first).
+
+use crate::error::{Error, IoContext, Result};
+use crate::format::{
+    parse_file_name, FileKind, SegmentHeader, SegmentIndex, Slot, CURSOR_MAGIC, SEGMENT_HEADER_BYTES,
+    START_MAGIC, WRITE_BYTES_MAX,
+};
+use crate::fs::{read_exact_at, read_file, write_file_atomic, Fs, OpenMode};
+use crate::scan::{Scanned, Scanner};
+use crate::segment::SegmentMeta;
+use crate::slots::SlotFile;
+use crate::Paths;
+use std::path::{Path, PathBuf};
+
+/// One thing wrong with the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: PathBuf,
+    /// Byte position in the file (0 for whole-file problems).
+    pub position: u64,
+    /// The offset expected at that position (0 where it does not apply).
+    pub offset: u64,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} at byte {} (offset {}): {}",
+            self.path.display(),
+            self.position,
+            self.offset,
+            self.message
+        )
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub segments: usize,
+    pub records: u64,
+    pub last_offset: u64,
+    pub problems: Vec<Problem>,
+    /// Things that are not wrong but worth knowing (an unsynced tail beside a running writer, a
+    /// missing index that the next open rebuilds).
+    pub notes: Vec<String>,
+}
+
+/// What the scan of one segment found.
+#[derive(Debug)]
+struct SegmentCheck {
+    base: u64,
+    path: PathBuf,
+    file_len: u64,
+    /// Meta up to the end of the last complete group before any bad frame.
+    committed: SegmentMeta,
+    /// Every frame's (offset, position) before the first problem.
+    frames: Vec<(u64, u64)>,
+    /// First bad position, if any, and whether it is confined to the tail of the newest segment.
+    bad: Option<(u64, String)>,
+}
+
+/// Checks everything; never changes anything. Works beside a running node.
+pub fn verify(fs: &dyn Fs, data_dir: &Path) -> Result<VerifyReport> {
+    let paths = Paths::new(data_dir);
+    let mut report = VerifyReport::default();
+    let names = fs.read_dir(&paths.log_dir).at(&paths.log_dir)?;
+    let bases = bases_of(&names);
+    let start = match SlotFile::load(fs, paths.log_dir.join("start"), START_MAGIC) {
+        Ok(slot) => slot.value(),
+        Err(e) => {
+            report.problems.push(Problem {
+                path: paths.log_dir.join("start"),
+                position: 0,
+                offset: 0,
+                message: e.to_string(),
+            });
+            None
+        }
+    };
+    // The offset the next segment must start at; unknown after a damaged segment.
+    let mut expected = Some(start.or(bases.first().copied()).unwrap_or(1));
+    for (i, &base) in bases.iter().enumerate() {
+        if start.is_some_and(|s| base < s) {
+            report
+                .notes
+                .push(format!("segment {base} is below the log start and is removed on the next open"));
+            continue;
+        }
+        let newest = i + 1 == bases.len();
+        let check = check_segment(fs, &paths, base, &mut report)?;
+        let Some(check) = check else { continue };
+        if let Some(expected) = expected.filter(|&e| e != base) {
+            report.problems.push(Problem {
+                path: check.path.clone(),
+                position: 0,
+                offset: expected,
+                message: format!(
+                    "offsets {expected}..{} are missing (segment starts at {base})",
+                    base.max(expected + 1) - 1
+                ),
+            });
+        }
+        let problems_before = report.problems.len();
+        judge_segment(fs, &check, newest, &mut report);
+        report.segments += 1;
+        report.records += check.committed.records;
+        report.last_offset = check.committed.last_offset;
+        expected = (report.problems.len() == problems_before).then_some(check.committed.last_offset + 1);
+    }
+    check_cursors(fs, &paths, report.last_offset, &mut report)?;
+    for name in names.iter().filter(|n| n.ends_with(".tmp")) {
+        report.notes.push(format!(
+            "stale temp file {} (removed on the next open)",
+            paths.log_dir.join(name).display()
+        ));
+    }
+    Ok(report)
+}
+
+fn bases_of(names: &[String]) -> Vec<u64> {
+    let mut bases: Vec<u64> = names
+        .iter()
+        .filter_map(|n| parse_file_name(n))
+        .filter(|(_, kind)| *kind == FileKind::Segment)
+        .map(|(base, _)| base)
+        .collect();
+    bases.sort_unstable();
+    bases
+}
+
+fn check_segment(
+    fs: &dyn Fs,
+    paths: &Paths,
+    base: u64,
+    report: &mut VerifyReport,
+) -> Result<Option<SegmentCheck>> {
+    let path = paths.log_dir.join(crate::format::segment_file_name(base));
+    let file = fs.open(&path, OpenMode::Read).at(&path)?;
+    let file_len = file.len().at(&path)?;
+    let mut header = [0u8; SEGMENT_HEADER_BYTES];
+    let decoded = read_exact_at(file.as_ref(), &mut header, 0)
+        .map_err(|e| e.to_string())
+        .and_then(|()| SegmentHeader::decode(&header).map_err(|e| e.to_string()))
+        .and_then(|h| {
+            if h.base_offset == base {
+                Ok(h)
+            } else {
+                Err(format!("header base offset {}", h.base_offset))
+            }
+        });
+    let header = match decoded {
+        Ok(header) => header,
+        Err(message) => {
+            report.problems.push(Problem {
+                path,
+                position: 0,
+                offset: base,
+                message: format!("segment header: {message}"),
+            });
+            return Ok(None);
+        }
+    };
+    let mut scanner = Scanner::new(file, header.salt, SEGMENT_HEADER_BYTES as u64, file_len);
+    let mut meta = SegmentMeta::empty(base);
+    let mut committed = meta.clone();
+    let mut frames = Vec::new();
+    let bad = loop {
+        match scanner.next_frame().at(&path)? {
+            Scanned::End => break None,
+            Scanned::Bad { position, error } => break Some((position, error.to_string())),
+            Scanned::Frame { position, header } => {
+                let want = if header.is_seal() { meta.last_offset } else { meta.last_offset + 1 };
+                if header.offset != want || meta.sealed {
+                    break Some((position, format!("frame has offset {}, expected {want}", header.offset)));
+                }
+                if header.is_seal() {
+                    meta.sealed = true;
+                    meta.bytes = position + header.frame_bytes() as u64;
+                } else {
+                    frames.push((header.offset, position));
+                    meta.push_record(
+                        header.offset,
+                        position,
+                        header.timestamp_ms,
+                        header.frame_bytes() as u64,
+                    );
+                }
+                if header.is_group_end() {
+                    committed = meta.clone();
+                }
+            }
+        }
+    };
+    let bad = bad
+        .or_else(|| (committed.bytes < file_len).then(|| (committed.bytes, "incomplete last group".into())));
+    Ok(Some(SegmentCheck { base, path, file_len, committed, frames, bad }))
+}
+
+fn judge_segment(fs: &dyn Fs, check: &SegmentCheck, newest: bool, report: &mut VerifyReport) {
+    let offset = check.committed.last_offset + 1;
+    if let Some((position, message)) = &check.bad {
+        let tail_bytes = check.file_len - check.committed.bytes;
+        if newest && tail_bytes <= WRITE_BYTES_MAX as u64 && !check.committed.sealed {
+            report.notes.push(format!(
+                "{}: {tail_bytes} bytes at byte {} are not a complete group ({message}); a running writer may be \
+                 mid-write, otherwise the next open cuts them as a torn tail",
+                check.path.display(),
+                check.committed.bytes
+            ));
+        } else {
+            report.problems.push(Problem {
+                path: check.path.clone(),
+                position: *position,
+                offset,
+                message: message.clone(),
+            });
+            return;
+        }
+    }
+    if !newest && !check.committed.sealed {
+        report.problems.push(Problem {
+            path: check.path.clone(),
+            position: check.committed.bytes,
+            offset,
+            message: "a segment that is not the newest has no seal frame".into(),
+        });
+    }
+    check_index(fs, check, report);
+}
+
+fn check_index(fs: &dyn Fs, check: &SegmentCheck, report: &mut VerifyReport) {
+    let path = check.path.with_file_name(crate::format::index_file_name(check.base));
+    let bytes = match read_file(fs, &path) {
+        Ok(bytes) => bytes,
+        Err(_) if check.committed.sealed => {
+            report.notes.push(format!("{}: index missing (rebuilt on the next open)", path.display()));
+            return;
+        }
+        Err(_) => return,
+    };
+    let mut problem = |message: String| {
+        report.problems.push(Problem { path: path.clone(), position: 0, offset: 0, message })
+    };
+    let index = match SegmentIndex::decode(&bytes) {
+        Ok(index) => index,
+        Err(e) => return problem(format!("index does not decode: {e}")),
+    };
+    let meta = &check.committed;
+    if !meta.sealed {
+        return problem("index beside an unsealed segment".into());
+    }
+    if index.base_offset != check.base
+        || index.last_offset != meta.last_offset
+        || index.segment_bytes != meta.bytes
+        || index.records != meta.records
+    {
+        return problem(format!(
+            "index disagrees with its segment (index: last offset {}, {} bytes, {} records; segment: {}, {}, {})",
+            index.last_offset, index.segment_bytes, index.records, meta.last_offset, meta.bytes, meta.records
+        ));
+    }
+    for entry in &index.entries {
+        if check.frames.binary_search(&(entry.offset, entry.position)).is_err() {
+            return problem(format!(
+                "index entry (offset {}, byte {}) points at no such frame",
+                entry.offset, entry.position
+            ));
+        }
+    }
+}
+
+fn check_cursors(fs: &dyn Fs, paths: &Paths, last_offset: u64, report: &mut VerifyReport) -> Result<()> {
+    let names = match fs.read_dir(&paths.cursors_dir) {
+        Ok(names) => names,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(&paths.cursors_dir, e)),
+    };
+    for name in names.iter().filter(|n| n.ends_with(".cursor")) {
+        let path = paths.cursors_dir.join(name);
+        let bytes = read_file(fs, &path).at(&path)?;
+        match Slot::decode_file(&bytes, &CURSOR_MAGIC) {
+            Err(e) => report.problems.push(Problem {
+                path,
+                position: 0,
+                offset: 0,
+                message: format!("both slots torn or invalid: {e}"),
+            }),
+            Ok(slot) if slot.value > last_offset => report.problems.push(Problem {
+                path,
+                position: 0,
+                offset: slot.value,
+                message: format!("cursor {} is beyond the log's last offset {last_offset}", slot.value),
+            }),
+            Ok(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// What `repair` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepairReport {
+    pub actions: Vec<String>,
+    /// Where the removed bytes were copied.
+    pub quarantine: Option<PathBuf>,
+}
+
+/// Cuts the log at its first problem: the bytes from there on (the rest of that segment and every
+/// later segment) are copied to `quarantine/repair-<time>/` and removed; wrong index files are
+/// removed (rebuilt on open); cursors beyond the new end are lowered to it; torn cursor files are
+/// removed (their targets start over, which idempotent targets absorb). Refused while a node holds
+/// the lock.
+pub fn repair(fs: &dyn Fs, data_dir: &Path, now_ms: u64) -> Result<RepairReport> {
+    let paths = Paths::new(data_dir);
+    let _lock = fs.try_lock(&paths.lock).map_err(|e| match e.kind() {
+        std::io::ErrorKind::WouldBlock => Error::Locked { path: paths.data_dir.clone() },
+        _ => Error::io(&paths.lock, e),
+    })?;
+    let report = verify(fs, data_dir)?;
+    let mut out = RepairReport::default();
+    let quarantine = paths.quarantine_dir.join(format!("repair-{now_ms}"));
+    let names = fs.read_dir(&paths.log_dir).at(&paths.log_dir)?;
+    let bases = bases_of(&names);
+    let segment_problem = report
+        .problems
+        .iter()
+        .find(|p| parse_file_name(&file_name(&p.path)).is_some_and(|(_, k)| k == FileKind::Segment));
+    if let Some(problem) = segment_problem {
+        let base = parse_file_name(&file_name(&problem.path)).expect("segment name").0;
+        let cut = cut_position(fs, &paths, base)?;
+        fs.create_dir_all(&quarantine).at(&quarantine)?;
+        out.quarantine = Some(quarantine.clone());
+        for &later in bases.iter().filter(|&&b| b >= base) {
+            let from = if later == base { cut } else { 0 };
+            quarantine_segment(fs, &paths, later, from, &quarantine, &mut out)?;
+        }
+    }
+    for problem in &report.problems {
+        let name = file_name(&problem.path);
+        if parse_file_name(&name).is_some_and(|(_, k)| k == FileKind::Index) && fs.exists(&problem.path) {
+            fs.remove_file(&problem.path).at(&problem.path)?;
+            out.actions.push(format!("removed wrong index {}", problem.path.display()));
+        }
+    }
+    fs.sync_dir(&paths.log_dir).at(&paths.log_dir)?;
+    repair_cursors(fs, &paths, now_ms, &mut out)?;
+    Ok(out)
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// Where to cut a segment: after its last complete group before the first bad frame (0: the header
+/// itself is bad, the whole file goes).
+fn cut_position(fs: &dyn Fs, paths: &Paths, base: u64) -> Result<u64> {
+    let mut scratch = VerifyReport::default();
+    Ok(match check_segment(fs, paths, base, &mut scratch)? {
+        Some(check) => check.committed.bytes,
+        None => 0,
+    })
+}
+
+fn quarantine_segment(
+    fs: &dyn Fs,
+    paths: &Paths,
+    base: u64,
+    from: u64,
+    quarantine: &Path,
+    out: &mut RepairReport,
+) -> Result<()> {
+    let path = paths.log_dir.join(crate::format::segment_file_name(base));
+    let file = fs.open(&path, OpenMode::ReadWrite).at(&path)?;
+    let len = file.len().at(&path)?;
+    let mut bytes = vec![0u8; (len - from.min(len)) as usize];
+    read_exact_at(file.as_ref(), &mut bytes, from).at(&path)?;
+    let copy = quarantine.join(format!("{}.from-{from}", file_name(&path)));
+    write_file_atomic(fs, &copy, &bytes).at(&copy)?;
+    let index = path.with_file_name(crate::format::index_file_name(base));
+    if fs.exists(&index) {
+        fs.remove_file(&index).at(&index)?;
+    }
+    if from == 0 {
+        fs.remove_file(&path).at(&path)?;
+        out.actions.push(format!("moved {} to {}", path.display(), copy.display()));
+    } else {
+        file.set_len(from).at(&path)?;
+        file.sync_data().at(&path)?;
+        out.actions.push(format!(
+            "cut {} at byte {from}; {} bytes copied to {}",
+            path.display(),
+            bytes.len(),
+            copy.display()
+        ));
+    }
+    Ok(())
+}
+
+fn repair_cursors(fs: &dyn Fs, paths: &Paths, now_ms: u64, out: &mut RepairReport) -> Result<()> {
+    let after = verify(fs, &paths.data_dir)?;
+    for problem in after.problems.iter().filter(|p| p.path.starts_with(&paths.cursors_dir)) {
+        let target = file_name(&problem.path).trim_end_matches(".cursor").to_owned();
+        match SlotFile::load(fs, problem.path.clone(), CURSOR_MAGIC) {
+            Ok(mut slot) => {
+                slot.store(fs, after.last_offset, now_ms)?;
+                out.actions.push(format!(
+                    "lowered cursor '{target}' to the log's last offset {}",
+                    after.last_offset
+                ));
+            }
+            Err(_) => {
+                fs.remove_file(&problem.path).at(&problem.path)?;
+                fs.sync_dir(&paths.cursors_dir).at(&paths.cursors_dir)?;
+                out.actions.push(format!("removed torn cursor '{target}' (the target starts over)"));
+            }
+        }
+    }
+    Ok(())
+}
