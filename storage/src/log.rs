@@ -8,6 +8,7 @@ use crate::format::{
 use crate::fs::{Fs, LockGuard};
 use crate::reader::LogReader;
 use crate::recovery::{recover, Mode};
+use crate::scan::{scan_groups, Stop};
 use crate::segment::{create_segment, Segment};
 use crate::slots::{check_name, cursor_path, SlotFile};
 use crate::writer::Writer;
@@ -508,5 +509,47 @@ impl LogView {
     }
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+
+    /// Picks up what a running writer made durable since the view was opened (complete groups in the
+    /// newest segment, new segments); readers of this view then see it. Returns the new durable offset.
+    pub fn refresh(&self) -> Result<u64> {
+        let shared = &self.shared;
+        loop {
+            let newest = shared.segments.read().unwrap_or_else(|e| e.into_inner()).last().cloned();
+            if let Some(segment) = &newest {
+                if !segment.meta().sealed {
+                    let file_len = segment.file.len().at(&segment.path)?;
+                    let meta = segment.meta().clone();
+                    let scan = scan_groups(Arc::clone(&segment.file), segment.salt, meta, file_len)
+                        .at(&segment.path)?;
+                    if let Some(Stop::Misplaced { position, expected, reason }) = scan.stop {
+                        let path = segment.path.clone();
+                        return Err(Error::Corrupt { segment: path, position, offset: expected, reason });
+                    }
+                    let sealed = scan.committed.sealed;
+                    *segment.meta() = scan.committed;
+                    if !sealed {
+                        break;
+                    }
+                }
+            }
+            let next_base = newest.map_or(self.first_offset(), |s| s.meta().last_offset + 1);
+            let path = shared.paths.log_dir.join(crate::format::segment_file_name(next_base));
+            if !shared.fs.exists(&path) {
+                break;
+            }
+            let file = shared.fs.open(&path, crate::fs::OpenMode::Read).at(&path)?;
+            let file_len = file.len().at(&path)?;
+            let header = crate::recovery::read_header(file.as_ref(), &path, next_base, file_len)?;
+            let segment = Segment::new(header, path, file, crate::segment::SegmentMeta::empty(next_base));
+            shared.push_segment(Arc::new(segment));
+        }
+        let durable =
+            shared.segments.read().unwrap_or_else(|e| e.into_inner()).last().map(|s| s.meta().last_offset);
+        if let Some(durable) = durable.filter(|&d| d > shared.durable_offset()) {
+            shared.publish_durable(durable);
+        }
+        Ok(shared.durable_offset())
     }
 }

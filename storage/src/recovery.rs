@@ -11,7 +11,7 @@ use crate::format::{
     START_MAGIC, WRITE_BYTES_MAX,
 };
 use crate::fs::{read_exact_at, read_file, write_file_atomic, Fs, OpenMode};
-use crate::scan::{Scanned, Scanner};
+use crate::scan::{scan_groups, Stop};
 use crate::segment::{meta_from_index, Segment, SegmentMeta};
 use crate::slots::SlotFile;
 use crate::Paths;
@@ -175,7 +175,12 @@ fn open_segment(
     Ok(segment)
 }
 
-fn read_header(file: &dyn crate::fs::FsFile, path: &Path, base: u64, file_len: u64) -> Result<SegmentHeader> {
+pub(crate) fn read_header(
+    file: &dyn crate::fs::FsFile,
+    path: &Path,
+    base: u64,
+    file_len: u64,
+) -> Result<SegmentHeader> {
     let corrupt =
         |reason: String| Error::Corrupt { segment: path.to_owned(), position: 0, offset: base, reason };
     if file_len < SEGMENT_HEADER_BYTES as u64 {
@@ -219,56 +224,17 @@ enum Tail {
 /// Scans every frame of the segment into its meta. Stops at the first bad frame and decides whether
 /// it can be a torn write; corruption is returned as an error.
 fn scan_segment(segment: &Segment, file_len: u64) -> Result<Tail> {
-    let mut scanner =
-        Scanner::new(Arc::clone(&segment.file), segment.salt, SEGMENT_HEADER_BYTES as u64, file_len);
-    let mut meta = SegmentMeta::empty(segment.base_offset);
-    // Meta as of the end of the last complete group: a group is written whole or not at all.
-    let mut committed = meta.clone();
-    let (position, error) = loop {
-        match scanner.next_frame().at(&segment.path)? {
-            Scanned::End => break (file_len, None),
-            Scanned::Bad { position, error } => break (position, Some(error)),
-            Scanned::Frame { position, header } => {
-                let expected = meta.last_offset + 1;
-                let offset_ok = if header.is_seal() {
-                    header.offset == meta.last_offset
-                } else {
-                    header.offset == expected
-                };
-                if !offset_ok || meta.sealed {
-                    return Err(Error::Corrupt {
-                        segment: segment.path.clone(),
-                        position,
-                        offset: expected,
-                        reason: format!("frame has offset {}, expected {expected}", header.offset),
-                    });
-                }
-                if header.is_seal() {
-                    meta.sealed = true;
-                    meta.bytes = position + header.frame_bytes() as u64;
-                } else {
-                    meta.push_record(
-                        header.offset,
-                        position,
-                        header.timestamp_ms,
-                        header.frame_bytes() as u64,
-                    );
-                }
-                if header.is_group_end() {
-                    committed = meta.clone();
-                }
-            }
-        }
-    };
-    let torn_at = committed.bytes;
-    *segment.meta() = committed;
+    let empty = SegmentMeta::empty(segment.base_offset);
+    let scan = scan_groups(Arc::clone(&segment.file), segment.salt, empty, file_len).at(&segment.path)?;
+    if let Some(Stop::Misplaced { position, expected, reason }) = scan.stop {
+        return Err(Error::Corrupt { segment: segment.path.clone(), position, offset: expected, reason });
+    }
+    let torn_at = scan.committed.bytes;
+    *segment.meta() = scan.committed;
     if torn_at == file_len {
         return Ok(Tail::Clean);
     }
-    let reason = match error {
-        Some(e) => format!("bad frame at byte {position}: {e}"),
-        None => "incomplete last group".to_owned(),
-    };
+    let reason = scan.stop.map_or_else(|| "incomplete last group".to_owned(), |stop| stop.to_string());
     classify_tail(segment, torn_at, file_len, reason)
 }
 

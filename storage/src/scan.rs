@@ -2,6 +2,7 @@
 
 use crate::format::{decode_frame_header, DecodeError, FrameHeader, FRAME_HEADER_BYTES};
 use crate::fs::FsFile;
+use crate::segment::SegmentMeta;
 use std::io;
 use std::sync::Arc;
 
@@ -102,4 +103,79 @@ impl Scanner {
         self.buf.truncate(filled);
         Ok(filled)
     }
+}
+
+/// Why a group scan stopped before the end of the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// Bytes that do not decode as a frame: a tear or corruption, the caller decides.
+    Bad { position: u64, error: DecodeError },
+    /// A valid frame in the wrong place (wrong offset, or after the seal): always corruption.
+    Misplaced { position: u64, expected: u64, reason: String },
+}
+
+impl Stop {
+    pub(crate) fn position(&self) -> u64 {
+        match self {
+            Stop::Bad { position, .. } | Stop::Misplaced { position, .. } => *position,
+        }
+    }
+}
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stop::Bad { position, error } => write!(f, "bad frame at byte {position}: {error}"),
+            Stop::Misplaced { reason, .. } => f.write_str(reason),
+        }
+    }
+}
+
+/// What [`scan_groups`] found.
+#[derive(Debug)]
+pub(crate) struct GroupScan {
+    /// The segment's meta as of the end of its last complete group (a group is written whole or not
+    /// at all, so only complete groups count).
+    pub committed: SegmentMeta,
+    /// The first bad or misplaced frame, if the scan met one.
+    pub stop: Option<Stop>,
+}
+
+/// Scans frames from the end of `meta` (a segment's known, complete prefix) to `end`, extending it by
+/// every complete group.
+pub(crate) fn scan_groups(
+    file: Arc<dyn FsFile>,
+    salt: u64,
+    mut meta: SegmentMeta,
+    end: u64,
+) -> io::Result<GroupScan> {
+    let mut scanner = Scanner::new(file, salt, meta.bytes, end);
+    // The committed state without cloning the index entries on every group.
+    let mut committed = (meta.clone_without_entries(), meta.entries.len());
+    let stop = loop {
+        let (position, header) = match scanner.next_frame()? {
+            Scanned::End => break None,
+            Scanned::Bad { position, error } => break Some(Stop::Bad { position, error }),
+            Scanned::Frame { position, header } => (position, header),
+        };
+        let expected = if header.is_seal() { meta.last_offset } else { meta.last_offset + 1 };
+        if header.offset != expected || meta.sealed {
+            let reason =
+                format!("frame has offset {}, expected {expected} (or follows the seal)", header.offset);
+            break Some(Stop::Misplaced { position, expected: meta.last_offset + 1, reason });
+        }
+        if header.is_seal() {
+            meta.sealed = true;
+            meta.bytes = position + header.frame_bytes() as u64;
+        } else {
+            meta.push_record(header.offset, position, header.timestamp_ms, header.frame_bytes() as u64);
+        }
+        if header.is_group_end() {
+            committed = (meta.clone_without_entries(), meta.entries.len());
+        }
+    };
+    let (mut result, entries) = committed;
+    meta.entries.truncate(entries);
+    result.entries = meta.entries;
+    Ok(GroupScan { committed: result, stop })
 }

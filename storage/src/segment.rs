@@ -38,6 +38,11 @@ impl SegmentMeta {
         }
     }
 
+    /// A copy without the index entries (cheap, for checkpoints during a scan).
+    pub(crate) fn clone_without_entries(&self) -> SegmentMeta {
+        SegmentMeta { entries: Vec::new(), ..*self }
+    }
+
     /// Accounts for one record frame of `frame_bytes` at `position`.
     pub(crate) fn push_record(&mut self, offset: u64, position: u64, timestamp_ms: u64, frame_bytes: u64) {
         assert_eq!(offset, self.last_offset + 1, "offsets are dense");

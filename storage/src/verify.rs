@@ -7,7 +7,7 @@ use crate::format::{
     START_MAGIC, WRITE_BYTES_MAX,
 };
 use crate::fs::{read_exact_at, read_file, write_file_atomic, Fs, OpenMode};
-use crate::scan::{Scanned, Scanner};
+use crate::scan::scan_groups;
 use crate::segment::SegmentMeta;
 use crate::slots::SlotFile;
 use crate::Paths;
@@ -56,8 +56,6 @@ struct SegmentCheck {
     file_len: u64,
     /// Meta up to the end of the last complete group before any bad frame.
     committed: SegmentMeta,
-    /// Every frame's (offset, position) before the first problem.
-    frames: Vec<(u64, u64)>,
     /// First bad position, if any, and whether it is confined to the tail of the newest segment.
     bad: Option<(u64, String)>,
 }
@@ -163,40 +161,14 @@ fn check_segment(
             return Ok(None);
         }
     };
-    let mut scanner = Scanner::new(file, header.salt, SEGMENT_HEADER_BYTES as u64, file_len);
-    let mut meta = SegmentMeta::empty(base);
-    let mut committed = meta.clone();
-    let mut frames = Vec::new();
-    let bad = loop {
-        match scanner.next_frame().at(&path)? {
-            Scanned::End => break None,
-            Scanned::Bad { position, error } => break Some((position, error.to_string())),
-            Scanned::Frame { position, header } => {
-                let want = if header.is_seal() { meta.last_offset } else { meta.last_offset + 1 };
-                if header.offset != want || meta.sealed {
-                    break Some((position, format!("frame has offset {}, expected {want}", header.offset)));
-                }
-                if header.is_seal() {
-                    meta.sealed = true;
-                    meta.bytes = position + header.frame_bytes() as u64;
-                } else {
-                    frames.push((header.offset, position));
-                    meta.push_record(
-                        header.offset,
-                        position,
-                        header.timestamp_ms,
-                        header.frame_bytes() as u64,
-                    );
-                }
-                if header.is_group_end() {
-                    committed = meta.clone();
-                }
-            }
-        }
+    let scan = scan_groups(file, header.salt, SegmentMeta::empty(base), file_len).at(&path)?;
+    let committed = scan.committed;
+    let bad = match scan.stop {
+        Some(stop) => Some((stop.position(), stop.to_string())),
+        None if committed.bytes < file_len => Some((committed.bytes, "incomplete last group".to_owned())),
+        None => None,
     };
-    let bad = bad
-        .or_else(|| (committed.bytes < file_len).then(|| (committed.bytes, "incomplete last group".into())));
-    Ok(Some(SegmentCheck { base, path, file_len, committed, frames, bad }))
+    Ok(Some(SegmentCheck { base, path, file_len, committed, bad }))
 }
 
 fn judge_segment(fs: &dyn Fs, check: &SegmentCheck, newest: bool, report: &mut VerifyReport) {
@@ -262,13 +234,16 @@ fn check_index(fs: &dyn Fs, check: &SegmentCheck, report: &mut VerifyReport) {
             index.last_offset, index.segment_bytes, index.records, meta.last_offset, meta.bytes, meta.records
         ));
     }
-    for entry in &index.entries {
-        if check.frames.binary_search(&(entry.offset, entry.position)).is_err() {
-            return problem(format!(
-                "index entry (offset {}, byte {}) points at no such frame",
-                entry.offset, entry.position
-            ));
-        }
+    if index.entries != meta.entries {
+        let wrong = index.entries.iter().zip(&meta.entries).find(|(a, b)| a != b).map(|(a, _)| *a);
+        return problem(match wrong {
+            Some(e) => {
+                format!("index entry (offset {}, byte {}) points at no such frame", e.offset, e.position)
+            }
+            None => {
+                format!("index has {} entries, the segment needs {}", index.entries.len(), meta.entries.len())
+            }
+        });
     }
 }
 
