@@ -117,7 +117,7 @@ pub fn decode(kind: u8, payload: &[u8]) -> Decoded {
 pub fn change_json(offset: u64, timestamp_ms: u64, change: &Change) -> Value {
     let mut object = Map::new();
     object.insert("offset".into(), offset.into());
-    object.insert("time".into(), crate::time::format_rfc3339_ms(timestamp_ms as i64).into());
+    object.insert("time".into(), crate::time::format_ms(timestamp_ms).into());
     object.insert("source".into(), change.source.clone().into());
     object.insert("position".into(), change.position.clone().into());
     object.insert("model".into(), change.model.clone().into());

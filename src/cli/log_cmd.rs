@@ -3,7 +3,7 @@
 
 use super::{Exit, Out};
 use crate::record::{self, Decoded};
-use crate::time::format_rfc3339_ms;
+use crate::time::format_ms;
 use remix_storage::verify::{repair, verify};
 use remix_storage::{LogView, OsFs, Record};
 use serde_json::{json, Value};
@@ -72,7 +72,7 @@ fn time_or_dash(ms: u64) -> String {
     if ms == 0 {
         "-".into()
     } else {
-        format_rfc3339_ms(ms as i64)
+        format_ms(ms)
     }
 }
 
@@ -84,8 +84,8 @@ fn ls(data_dir: &Path, out: &mut Out) -> anyhow::Result<Exit> {
             .iter()
             .map(|s| {
                 json!({"base_offset": s.base_offset, "last_offset": s.last_offset, "records": s.records,
-                "bytes": s.bytes, "sealed": s.sealed, "first_time": (s.records > 0).then(|| format_rfc3339_ms(s.first_timestamp_ms as i64)),
-                "last_time": (s.records > 0).then(|| format_rfc3339_ms(s.last_timestamp_ms as i64)), "path": s.path})
+                "bytes": s.bytes, "sealed": s.sealed, "first_time": (s.records > 0).then(|| format_ms(s.first_timestamp_ms)),
+                "last_time": (s.records > 0).then(|| format_ms(s.last_timestamp_ms)), "path": s.path})
             })
             .collect();
         out.json_value(&Value::Array(rows))?;
@@ -166,15 +166,15 @@ fn print_record(record: &Record, model: Option<&str>, out: &mut Out) -> anyhow::
     let value = match &decoded {
         Decoded::Change(change) => record::change_json(record.offset, record.timestamp_ms, change),
         Decoded::DeadLetter(d) => {
-            json!({"offset": record.offset, "time": format_rfc3339_ms(record.timestamp_ms as i64),
+            json!({"offset": record.offset, "time": format_ms(record.timestamp_ms),
             "dead_letter": true, "source": d.source, "position": d.position, "model": d.model, "errors": d.errors, "input": d.input})
         }
         Decoded::Resolved(r) => {
-            json!({"offset": record.offset, "time": format_rfc3339_ms(record.timestamp_ms as i64),
+            json!({"offset": record.offset, "time": format_ms(record.timestamp_ms),
             "dead_letter_resolved": r.id, "how": r.how})
         }
         Decoded::Other { kind, error } => {
-            json!({"offset": record.offset, "time": format_rfc3339_ms(record.timestamp_ms as i64),
+            json!({"offset": record.offset, "time": format_ms(record.timestamp_ms),
             "kind": kind, "bytes": record.payload.len(), "undecoded": error})
         }
     };

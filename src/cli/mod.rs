@@ -3,7 +3,12 @@
 //! Exit codes: 0 ok, 1 the command found a problem (corruption, a failed check) or failed at run
 //! time, 2 usage or configuration error.
 
+pub mod check;
+pub mod client;
+pub mod dlq_cmd;
 pub mod log_cmd;
+pub mod status;
+pub mod target_cmd;
 
 use clap::{Parser, Subcommand};
 use std::io::Write;
@@ -22,12 +27,35 @@ pub struct Cli {
     /// Machine output: one JSON document, or one JSON object per line for streams.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Format of the node's own log lines (on standard error).
+    #[arg(long, global = true, value_enum, default_value = "human")]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run every source and target in the configuration until SIGINT or SIGTERM.
+    Run,
+    /// Validate the configuration, schemas and mappings, and print the plan. Exit 2 on any problem.
+    Check,
+    /// List, pause, resume and rewind targets.
+    Target {
+        #[command(subcommand)]
+        command: target_cmd::TargetCommand,
+    },
+    /// The dead-letter queue: objects that failed remix in or validation, or that a target refused.
+    Dlq {
+        #[command(subcommand)]
+        command: dlq_cmd::DlqCommand,
+    },
     /// Inspect, verify and repair the log.
     Log {
         /// The data directory (default: `data_dir` of the configuration).
@@ -104,18 +132,56 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 fn run(cli: &Cli, out: &mut Out) -> anyhow::Result<Exit> {
+    init_tracing(cli.log_format);
     match &cli.command {
         Command::Log { data_dir, command } => {
             let (data_dir, targets) = match data_dir {
                 Some(dir) => (dir.clone(), Vec::new()),
-                None => data_dir_from_config(cli)?,
+                None => {
+                    let config = load_config(&cli.config)?;
+                    (config.data_dir.clone(), config.targets.iter().map(|t| t.name().to_owned()).collect())
+                }
             };
             log_cmd::run(command, &data_dir, &targets, out)
+        }
+        Command::Check => check::run(&cli.config, out),
+        Command::Run => {
+            let config = load_config(&cli.config)?;
+            runtime()?.block_on(crate::node::run(config))?;
+            Ok(Exit::Ok)
+        }
+        Command::Target { command } => {
+            let config = load_config(&cli.config)?;
+            runtime()?.block_on(target_cmd::run(command, &config, out))
+        }
+        Command::Dlq { command } => {
+            let config = std::sync::Arc::new(load_config(&cli.config)?);
+            runtime()?.block_on(dlq_cmd::run(command, config, out))
         }
     }
 }
 
-/// The data directory and target names of the configuration.
-fn data_dir_from_config(cli: &Cli) -> anyhow::Result<(PathBuf, Vec<String>)> {
-    Err(UsageError(format!("cannot read {}: pass --data-dir", cli.config.display())).into())
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn init_tracing(format: LogFormat) {
+    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr).with_max_level(tracing::Level::INFO);
+    let _ = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Loads and validates the configuration; every problem is reported (exit 2).
+pub fn load_config(path: &std::path::Path) -> anyhow::Result<crate::config::Config> {
+    if !path.exists() {
+        let hint = if path == std::path::Path::new(crate::config::DEFAULT_CONFIG_PATH) {
+            " (run from the project root, or pass --config PATH)"
+        } else {
+            ""
+        };
+        return Err(UsageError(format!("configuration file {} not found{hint}", path.display())).into());
+    }
+    crate::config::load(path).map_err(|errors| UsageError(errors.to_string()).into())
 }

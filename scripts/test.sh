@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run calls this). Installs what the tests need on a fresh
+# Debian machine, then: format check, clippy, every test (release profile, shared with the contract
+# smoke test's build), and the CLI/config contract in ../shared/contract/smoke.sh when present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need curl || ! need python3; then
+  if [ "$(id -u)" = 0 ] && need apt-get; then
+    apt-get update -qq && apt-get install -y -qq curl python3 >/dev/null
+  else
+    echo "test.sh: curl and python3 are needed (apt-get install curl python3)" >&2; exit 1
+  fi
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --release -q -- -D warnings
+echo "== cargo test"
+cargo test --workspace --release
+if [ -x ../shared/contract/smoke.sh ]; then
+  echo "== contract smoke test"
+  ../shared/contract/smoke.sh
+fi
+echo "all checks passed"

@@ -1,0 +1,88 @@
+//! `remix check`: validate the configuration, schemas and mappings, and print the plan.
+
+use super::{Exit, Out};
+use crate::config::{SourceConfig, TargetConfig};
+use serde_json::json;
+use std::path::Path;
+
+pub fn run(path: &Path, out: &mut Out) -> anyhow::Result<Exit> {
+    let config = super::load_config(path)?;
+    let sources: Vec<_> = config
+        .sources
+        .iter()
+        .map(|s| {
+            let inputs: Vec<_> = match s {
+                SourceConfig::Webhook(w) => {
+                    w.routes.iter().map(|(r, b)| json!({"route": r, "model": b.model})).collect()
+                }
+                SourceConfig::Stripe(w) => {
+                    w.objects.iter().map(|(o, b)| json!({"object": o, "model": b.model})).collect()
+                }
+                SourceConfig::Postgres(p) => p
+                    .tables
+                    .iter()
+                    .map(|t| json!({"table": format!("{}.{}", t.schema, t.table), "model": t.binding.model}))
+                    .collect(),
+            };
+            json!({"name": s.name(), "kind": s.kind(), "listen": s.listen(), "inputs": inputs})
+        })
+        .collect();
+    let targets: Vec<_> = config
+        .targets
+        .iter()
+        .map(|t| {
+            let models: Vec<&str> = t.outputs().into_iter().map(|(m, _)| m).collect();
+            let place = match t {
+                TargetConfig::Jsonl(j) => j.dir.display().to_string(),
+                TargetConfig::Http(h) => h.url.clone(),
+                TargetConfig::Postgres(_) | TargetConfig::Stripe(_) => String::new(),
+            };
+            json!({"name": t.name(), "kind": t.kind(), "models": models, "to": place})
+        })
+        .collect();
+    let models: Vec<_> = config
+        .models
+        .iter()
+        .map(|(name, m)| json!({"name": name, "key": m.key_fields(), "schema": m.origin().map(|p| p.display().to_string())}))
+        .collect();
+    let plan = json!({"ok": true, "data_dir": config.data_dir, "admin": config.admin.listen, "models": models, "sources": sources, "targets": targets});
+    if out.json {
+        out.json_value(&plan)?;
+        return Ok(Exit::Ok);
+    }
+    out.line(format_args!("configuration {} is valid", path.display()))?;
+    out.line(format_args!(
+        "data dir: {}   admin API: http://{}",
+        config.data_dir.display(),
+        config.admin.listen
+    ))?;
+    for m in &models {
+        out.line(format_args!(
+            "model {}: key {}, schema {}",
+            m["name"].as_str().unwrap_or(""),
+            m["key"],
+            m["schema"].as_str().unwrap_or("-")
+        ))?;
+    }
+    for s in &sources {
+        out.line(format_args!(
+            "source {} ({}) {}",
+            s["name"].as_str().unwrap_or(""),
+            s["kind"].as_str().unwrap_or(""),
+            s["listen"].as_str().unwrap_or("")
+        ))?;
+        for input in s["inputs"].as_array().into_iter().flatten() {
+            out.line(format_args!("  {input} ->  log"))?;
+        }
+    }
+    for t in &targets {
+        out.line(format_args!(
+            "log -> target {} ({}) {} models {}",
+            t["name"].as_str().unwrap_or(""),
+            t["kind"].as_str().unwrap_or(""),
+            t["to"].as_str().unwrap_or(""),
+            t["models"]
+        ))?;
+    }
+    Ok(Exit::Ok)
+}

@@ -1,0 +1,333 @@
+//! Validation of the top level, models and shared value checks.
+
+use super::path::KeyPath;
+use super::raw::{entries, section, Cx, RawAdmin, RawLog, RawModel, RawRetention, RawRoot};
+use super::types::*;
+use super::units::{parse_duration, parse_size};
+use super::{sources, targets};
+use crate::mapping::Mapping;
+use crate::models::{read_schema, Model, ModelError};
+use serde_norway::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What mapping checks need of a model; known even when its schema or key has problems.
+#[derive(Debug)]
+pub(crate) struct ModelInfo {
+    name: String,
+    properties: BTreeSet<String>,
+    key: Vec<String>,
+}
+
+/// The models declared in the file, what is known of them, and those that loaded.
+#[derive(Debug, Default)]
+pub(crate) struct Models {
+    declared: BTreeSet<String>,
+    info: BTreeMap<String, ModelInfo>,
+    loaded: BTreeMap<String, Arc<Model>>,
+}
+
+impl Models {
+    /// Checks a model reference; `Some(None)` for a declared model whose schema could not be read.
+    pub fn get(&self, cx: &mut Cx<'_>, name: &str, path: &KeyPath) -> Option<Option<&ModelInfo>> {
+        if self.declared.contains(name) {
+            return Some(self.info.get(name));
+        }
+        let known: Vec<&str> = self.declared.iter().map(String::as_str).collect();
+        let known = if known.is_empty() { "none are defined".to_owned() } else { known.join(", ") };
+        cx.err(path, format!("unknown model '{name}' (models: {known})"));
+        None
+    }
+}
+
+pub(crate) fn build(cx: &mut Cx<'_>, doc: &Value, base_dir: &Path) -> Option<Config> {
+    let root: RawRoot = section(cx, doc, &KeyPath::root())?;
+    let p = KeyPath::root();
+    let data_dir = nonempty(cx, root.data_dir, &p.key("data_dir")).unwrap_or_else(|| DEFAULT_DATA_DIR.into());
+    let admin = admin(cx, root.admin.as_ref(), &p.key("admin"));
+    let log = log(cx, root.log.as_ref(), &p.key("log"));
+    let models = models(cx, root.models.as_ref(), &p.key("models"), base_dir);
+    let sources = sources::build_all(cx, &models, root.sources.unwrap_or_default(), &p.key("sources"));
+    let targets = targets::build_all(cx, &models, root.targets.unwrap_or_default(), &p.key("targets"));
+    check_addresses(cx, &admin, &sources);
+    Some(Config { data_dir: data_dir.into(), admin, log, models: models.loaded, sources, targets })
+}
+
+fn admin(cx: &mut Cx<'_>, v: Option<&Value>, p: &KeyPath) -> AdminConfig {
+    let raw: RawAdmin = v.and_then(|v| section(cx, v, p)).unwrap_or_default();
+    let listen = raw.listen.unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.into());
+    check_listen(cx, &listen, &p.key("listen"));
+    AdminConfig { listen, token: raw.token.filter(|t| !t.is_empty()) }
+}
+
+fn log(cx: &mut Cx<'_>, v: Option<&Value>, p: &KeyPath) -> LogConfig {
+    let raw: RawLog = v.and_then(|v| section(cx, v, p)).unwrap_or_default();
+    let at = p.key("segment_bytes");
+    let segment_bytes = raw.segment_bytes.and_then(|v| size(cx, &v, &at)).unwrap_or(DEFAULT_SEGMENT_BYTES);
+    if segment_bytes < MIN_SEGMENT_BYTES {
+        cx.err(&at, format!("must be at least 64KiB ({MIN_SEGMENT_BYTES} bytes), got {segment_bytes}"));
+    }
+    let rp = p.key("retention");
+    let ret: RawRetention = raw.retention.and_then(|v| section(cx, &v, &rp)).unwrap_or_default();
+    let retention = RetentionConfig {
+        min_age: ret.min_age.and_then(|s| duration(cx, &s, &rp.key("min_age"))),
+        max_bytes: ret.max_bytes.and_then(|v| size(cx, &v, &rp.key("max_bytes"))),
+    };
+    LogConfig { segment_bytes, retention }
+}
+
+fn models(cx: &mut Cx<'_>, map: Option<&serde_norway::Mapping>, p: &KeyPath, base_dir: &Path) -> Models {
+    let mut out = Models::default();
+    for (name, v) in map.map(|m| entries(cx, m, p)).unwrap_or_default() {
+        let mp = p.key(&name);
+        if !valid_model_name(&name) {
+            cx.err(&mp, format!("invalid model name '{name}' (use letters, digits, '_' and '-')"));
+        }
+        out.declared.insert(name.clone());
+        let Some(raw) = section::<RawModel>(cx, &v, &mp) else { continue };
+        let schema = required(cx, raw.schema, &mp.key("schema"));
+        let key = required(cx, raw.key, &mp.key("key"));
+        let (Some(schema), Some(key)) = (schema, key) else { continue };
+        let path = base_dir.join(&schema);
+        let value = match read_schema(&path) {
+            Ok(value) => value,
+            Err(e) => {
+                model_error(cx, &e, &mp, &schema);
+                continue;
+            }
+        };
+        if let Some(props) = value.get("properties").and_then(serde_json::Value::as_object) {
+            let properties: BTreeSet<String> = props.keys().cloned().collect();
+            let key = key.iter().filter(|k| properties.contains(*k)).cloned().collect();
+            out.info.insert(name.clone(), ModelInfo { name: name.clone(), properties, key });
+        }
+        match Model::new(&name, value, &key) {
+            Ok(model) => {
+                out.loaded.insert(name, Arc::new(model.with_origin(&path)));
+            }
+            Err(errors) => errors.iter().for_each(|e| model_error(cx, e, &mp, &schema)),
+        }
+    }
+    out
+}
+
+fn model_error(cx: &mut Cx<'_>, e: &ModelError, mp: &KeyPath, schema: &str) {
+    match e {
+        ModelError::UnknownKeyField { index, field } => {
+            cx.err(&mp.key("key").idx(*index), format!("key field '{field}' is not a property of {schema}"))
+        }
+        ModelError::EmptyKey => cx.err(&mp.key("key"), e.to_string()),
+        ModelError::Schema { .. } => cx.err(&mp.key("schema"), format!("{schema}: {e}")),
+        ModelError::Read { .. } | ModelError::Json { .. } => cx.err(&mp.key("schema"), e.to_string()),
+    }
+}
+
+fn valid_model_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Source and target names: `[a-z0-9_-]+`, at most 63 bytes, unique within their list.
+pub(crate) fn check_names<'a>(cx: &mut Cx<'_>, names: impl Iterator<Item = (&'a str, KeyPath)>) {
+    let mut seen: BTreeMap<&str, KeyPath> = BTreeMap::new();
+    // An empty name was already reported as missing or empty.
+    for (name, path) in names.filter(|(name, _)| !name.is_empty()) {
+        let ok = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if name.len() > 63 || !ok {
+            cx.err(&path, format!("invalid name '{name}' (use 1-63 of a-z, 0-9, '_' and '-')"));
+        }
+        if let Some(first) = seen.get(name) {
+            cx.err(&path, format!("duplicate name '{name}' (also used at {first})"));
+        } else {
+            seen.insert(name, path);
+        }
+    }
+}
+
+/// Sources sharing an address share one server: their routes must differ, and the admin API
+/// needs an address of its own.
+fn check_addresses(cx: &mut Cx<'_>, admin: &AdminConfig, sources: &[SourceConfig]) {
+    let mut routes: BTreeMap<(&str, &str), &str> = BTreeMap::new();
+    for (i, s) in sources.iter().enumerate() {
+        let sp = KeyPath::root().key("sources").idx(i);
+        let Some(listen) = s.listen() else { continue };
+        if listen == admin.listen {
+            cx.err(&sp.key("listen"), format!("address {listen} is also the admin API's (admin.listen)"));
+        }
+        let paths: Vec<(&str, KeyPath)> = match s {
+            SourceConfig::Webhook(w) => {
+                w.routes.keys().map(|r| (r.as_str(), sp.key("routes").key(r))).collect()
+            }
+            SourceConfig::Stripe(st) => vec![(st.path.as_str(), sp.key("path"))],
+            SourceConfig::Postgres(_) => Vec::new(),
+        };
+        for (route, at) in paths {
+            match routes.get(&(listen, route)) {
+                Some(other) => {
+                    cx.err(&at, format!("path {route} on {listen} is also served by source '{other}'"))
+                }
+                None => {
+                    routes.insert((listen, route), s.name());
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn required<T>(cx: &mut Cx<'_>, v: Option<T>, path: &KeyPath) -> Option<T> {
+    if v.is_none() {
+        cx.err(path, "required key is missing");
+    }
+    v
+}
+
+/// A string that must not be empty when given.
+pub(crate) fn nonempty(cx: &mut Cx<'_>, v: Option<String>, path: &KeyPath) -> Option<String> {
+    match v {
+        Some(s) if s.trim().is_empty() => {
+            cx.err(path, "must not be empty");
+            None
+        }
+        other => other,
+    }
+}
+
+/// A string that must be present and not empty.
+pub(crate) fn required_str(cx: &mut Cx<'_>, v: Option<String>, path: &KeyPath) -> Option<String> {
+    let v = required(cx, v, path)?;
+    nonempty(cx, Some(v), path)
+}
+
+pub(crate) fn size(cx: &mut Cx<'_>, v: &Value, path: &KeyPath) -> Option<u64> {
+    let parsed = match v {
+        Value::Number(n) => n.as_u64().ok_or_else(|| format!("invalid size {n} (expected whole bytes)")),
+        Value::String(s) => parse_size(s),
+        other => Err(format!("expected a size like 128MiB, got {}", super::raw::yaml_kind(other))),
+    };
+    parsed.map_err(|m| cx.err(path, m)).ok()
+}
+
+pub(crate) fn duration(cx: &mut Cx<'_>, s: &str, path: &KeyPath) -> Option<Duration> {
+    parse_duration(s).map_err(|m| cx.err(path, m)).ok()
+}
+
+/// `host:port` (IPv6 hosts in brackets).
+pub(crate) fn check_listen(cx: &mut Cx<'_>, s: &str, path: &KeyPath) -> bool {
+    let ok = s.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if !ok {
+        cx.err(path, format!("invalid address '{s}' (expected host:port, e.g. 127.0.0.1:9701)"));
+    }
+    ok
+}
+
+pub(crate) fn check_url(cx: &mut Cx<'_>, s: &str, path: &KeyPath) -> bool {
+    let rest = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://"));
+    let ok = rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/') && !r.contains(char::is_whitespace));
+    if !ok {
+        cx.err(path, format!("invalid URL '{s}' (expected http:// or https://)"));
+    }
+    ok
+}
+
+pub(crate) fn check_dsn(cx: &mut Cx<'_>, s: &str, path: &KeyPath) {
+    let url = s.starts_with("postgres://") || s.starts_with("postgresql://");
+    if !url && !s.contains('=') {
+        cx.err(path, "invalid connection string (expected postgres://... or key=value pairs)");
+    }
+}
+
+/// `schema.table` or `table` (schema `public`); plain identifiers only.
+pub(crate) fn table_name(cx: &mut Cx<'_>, s: &str, path: &KeyPath) -> Option<(String, String)> {
+    let (schema, table) = s.split_once('.').unwrap_or(("public", s));
+    let ident = |t: &str| !t.is_empty() && !t.contains(['.', '"']) && !t.contains(char::is_whitespace);
+    if ident(schema) && ident(table) {
+        Some((schema.to_owned(), table.to_owned()))
+    } else {
+        cx.err(path, format!("invalid table name '{s}' (expected schema.table)"));
+        None
+    }
+}
+
+/// A Stripe object type: `customer`, `checkout.session`, ...
+pub(crate) fn check_stripe_object(object: &str) -> Result<(), String> {
+    let ok = !object.is_empty() && object.bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("invalid Stripe object type '{object}' (e.g. customer, invoice, checkout.session)"))
+    }
+}
+
+/// One of `choices` (`None` means the default).
+pub(crate) fn choice<T: Copy>(
+    cx: &mut Cx<'_>,
+    v: Option<String>,
+    path: &KeyPath,
+    choices: &[(&str, T)],
+) -> Option<T> {
+    let Some(v) = v else { return Some(choices[0].1) };
+    let found = choices.iter().find(|(name, _)| *name == v).map(|(_, t)| *t);
+    if found.is_none() {
+        let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+        cx.err(path, format!("unknown value '{v}' (expected {})", names.join(" or ")));
+    }
+    found
+}
+
+/// Compiles a `fields` mapping, reporting each problem at `<path>.<field>`.
+pub(crate) fn mapping(cx: &mut Cx<'_>, fields: Option<&Value>, path: &KeyPath) -> Option<Mapping> {
+    let json = match fields.map(serde_json::to_value).transpose() {
+        Ok(v) => v.unwrap_or(serde_json::Value::Null),
+        Err(e) => {
+            cx.err(path, format!("cannot read fields: {e}"));
+            return None;
+        }
+    };
+    Mapping::compile(&json)
+        .map_err(|errs| {
+            for e in errs {
+                let at = if e.field.is_empty() { path.clone() } else { path.key(&e.field) };
+                cx.err(&at, e.message);
+            }
+        })
+        .ok()
+}
+
+fn property_list(model: &ModelInfo) -> String {
+    model.properties.iter().map(String::as_str).collect::<Vec<_>>().join(", ")
+}
+
+/// Remix in: every receiving field must be a model property, and the model key must be mapped.
+pub(crate) fn check_input(cx: &mut Cx<'_>, model: &ModelInfo, m: &Mapping, path: &KeyPath) {
+    for field in m.output_fields() {
+        if !model.properties.contains(field) {
+            let msg = format!(
+                "unknown model field '{field}' (model '{}' has {})",
+                model.name,
+                property_list(model)
+            );
+            cx.err(&path.key(field), msg);
+        }
+    }
+    if m.is_identity() {
+        return;
+    }
+    for key in &model.key {
+        if !m.output_fields().any(|f| f == key) {
+            cx.err(path, format!("model key field '{key}' is not mapped"));
+        }
+    }
+}
+
+/// Remix out: every path must start at a model property.
+pub(crate) fn check_output(cx: &mut Cx<'_>, model: &ModelInfo, m: &Mapping, path: &KeyPath) {
+    for (field, from) in m.source_paths() {
+        if !model.properties.contains(from.root()) {
+            let root = from.root();
+            let msg =
+                format!("unknown model field '{root}' (model '{}' has {})", model.name, property_list(model));
+            cx.err(&path.key(field), msg);
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! `remix run`: the node. Opens the log, rebuilds the in-memory indexes, starts one worker per target,
+//! serves the sources and the admin API, applies retention, and shuts down gracefully: stop accepting,
+//! let in-flight appends finish (their senders get their answer), stop the workers after their current
+//! batch (cursors saved), close the log.
+
+use crate::config::{Config, SourceConfig, TargetConfig};
+use crate::pipeline::{Appender, Indexes};
+use crate::sources::SourceContext;
+use crate::targets::jsonl::JsonlTarget;
+use crate::targets::worker::{self, TargetHandle, WorkerContext};
+use anyhow::Context;
+use remix_storage::{Log, LogOptions, OsFs, RetentionPolicy};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How often retention runs.
+const RETENTION_INTERVAL_SECONDS: u64 = 60;
+
+/// Everything the admin API and the CLI (through it) can reach in a running node.
+#[derive(Debug)]
+pub struct NodeState {
+    pub config: Arc<Config>,
+    pub log: Arc<Log>,
+    pub appender: Appender,
+    /// The dead-letter log (`<data_dir>/dlq/`).
+    pub dlq_log: Arc<Log>,
+    pub logs: crate::pipeline::dlq::Logs,
+    pub indexes: Arc<Indexes>,
+    pub targets: Vec<TargetHandle>,
+    pub ready: AtomicBool,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+}
+
+impl NodeState {
+    pub fn target(&self, name: &str) -> Option<&TargetHandle> {
+        self.targets.iter().find(|t| t.name == name)
+    }
+}
+
+/// Segment size of the dead-letter log.
+const DLQ_SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The dead-letter log's directory: a second log beside the main one, so dead letters never count
+/// as (or interleave with) the records targets consume.
+pub fn dlq_dir(config: &Config) -> std::path::PathBuf {
+    config.data_dir.join("dlq")
+}
+
+/// Opens the main log and the dead-letter log of this configuration (blocking).
+pub fn open_logs(config: &Config) -> anyhow::Result<(Log, Log)> {
+    let open = |dir: &std::path::Path, segment_bytes: u64| -> anyhow::Result<Log> {
+        let options = LogOptions { segment_bytes, ..LogOptions::default() };
+        let log = Log::open(Arc::new(OsFs), dir, options)
+            .with_context(|| format!("cannot open the log in {}", dir.display()))?;
+        for note in log.recovery_notes() {
+            tracing::warn!("recovery: {note}");
+        }
+        Ok(log)
+    };
+    let main = open(&config.data_dir, config.log.segment_bytes)?;
+    let dlq = open(&dlq_dir(config), DLQ_SEGMENT_BYTES)?;
+    Ok((main, dlq))
+}
+
+fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    // A second node in the same process (tests) keeps the first recorder.
+    let _ = metrics::set_global_recorder(recorder);
+    Ok(handle)
+}
+
+/// Runs the node until SIGINT or SIGTERM.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let metrics = install_metrics()?;
+    let (log, dlq_log) = {
+        let config = Arc::clone(&config);
+        let (main, dlq) = tokio::task::spawn_blocking(move || open_logs(&config)).await??;
+        (Arc::new(main), Arc::new(dlq))
+    };
+    let indexes = {
+        let (log, dlq_log) = (Arc::clone(&log), Arc::clone(&dlq_log));
+        Arc::new(tokio::task::spawn_blocking(move || Indexes::rebuild(&log, &dlq_log)).await??)
+    };
+    let appender = Appender::new(Arc::clone(&log));
+    let dlq = Appender::new(Arc::clone(&dlq_log));
+    let (shutdown_sender, shutdown) = watch::channel(false);
+    let context = WorkerContext {
+        log: Arc::clone(&log),
+        dlq: dlq.clone(),
+        indexes: Arc::clone(&indexes),
+        data_dir: config.data_dir.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let (targets, workers) = start_targets(&config, &context)?;
+    let state = Arc::new(NodeState {
+        config: Arc::clone(&config),
+        log: Arc::clone(&log),
+        appender: appender.clone(),
+        dlq_log: Arc::clone(&dlq_log),
+        logs: crate::pipeline::dlq::Logs { main: appender.clone(), dlq: dlq.clone() },
+        indexes: Arc::clone(&indexes),
+        targets,
+        ready: AtomicBool::new(false),
+        metrics,
+    });
+    let source_context =
+        SourceContext { config: Arc::clone(&config), appender: appender.clone(), dlq: dlq.clone(), indexes };
+    let mut servers = serve_sources(&config, &source_context, shutdown.clone()).await?;
+    servers
+        .push(serve(&config.admin.listen, crate::admin::router(Arc::clone(&state)), shutdown.clone()).await?);
+    state.ready.store(true, Ordering::Release);
+    announce(&config);
+    let background = tokio::spawn(background_tasks(Arc::clone(&state), shutdown.clone()));
+    wait_for_signal().await;
+    tracing::info!("shutting down: no new records accepted, draining");
+    state.ready.store(false, Ordering::Release);
+    appender.close();
+    dlq.close();
+    let _ = shutdown_sender.send(true);
+    for server in servers {
+        let _ = server.await;
+    }
+    for worker in workers {
+        let _ = worker.await;
+    }
+    background.abort();
+    drop(state);
+    for log in [log, dlq_log] {
+        match Arc::try_unwrap(log) {
+            Ok(log) => tokio::task::spawn_blocking(move || log.close()).await??,
+            Err(_) => tracing::warn!("a log is still in use at shutdown; it closes when the process exits"),
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn start_targets(
+    config: &Config,
+    context: &WorkerContext,
+) -> anyhow::Result<(Vec<TargetHandle>, Vec<tokio::task::JoinHandle<()>>)> {
+    let mut handles = Vec::new();
+    let mut tasks = Vec::new();
+    for target in &config.targets {
+        let outputs: BTreeMap<String, crate::mapping::Mapping> = target
+            .outputs()
+            .into_iter()
+            .map(|(model, mapping)| (model.to_owned(), mapping.clone()))
+            .collect();
+        let common = target.common().clone();
+        let (handle, task) = match target {
+            TargetConfig::Jsonl(t) => {
+                worker::spawn(JsonlTarget::new(t), "jsonl", common, outputs, context.clone())
+            }
+            //PENDING             TargetConfig::Http(t) => {
+            //PENDING                 worker::spawn(crate::targets::http::HttpTarget::new(t, &config.data_dir)?, "http", common, outputs, context.clone())
+            //PENDING             }
+            other => anyhow::bail!(
+                "target '{}': kind {} is not available in this build yet",
+                other.name(),
+                other.kind()
+            ),
+        };
+        handles.push(handle);
+        tasks.push(task);
+    }
+    Ok((handles, tasks))
+}
+
+/// One HTTP server per listen address, shared by the sources that name it.
+async fn serve_sources(
+    config: &Config,
+    context: &SourceContext,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let mut by_address: BTreeMap<String, axum::Router> = BTreeMap::new();
+    for source in &config.sources {
+        let router = match source {
+            SourceConfig::Webhook(s) => crate::sources::webhook::router(s, context),
+            other => anyhow::bail!(
+                "source '{}': kind {} is not available in this build yet",
+                other.name(),
+                other.kind()
+            ),
+        };
+        let address = source.listen().expect("server sources listen").to_owned();
+        let merged = by_address.remove(&address).unwrap_or_default().merge(router);
+        by_address.insert(address, merged);
+    }
+    let mut servers = Vec::new();
+    for (address, router) in by_address {
+        let router = router.fallback(|uri: axum::http::Uri| async move {
+            let body = serde_json::json!({ "error": format!("no route {}", uri.path()) });
+            (axum::http::StatusCode::NOT_FOUND, axum::Json(body))
+        });
+        servers.push(serve(&address, router, shutdown.clone()).await?);
+    }
+    Ok(servers)
+}
+
+async fn serve(
+    address: &str,
+    router: axum::Router,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address}"))?;
+    tracing::info!("listening on {address}");
+    Ok(tokio::spawn(async move {
+        let stop = async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        };
+        if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(stop).await {
+            tracing::error!("server error: {e}");
+        }
+    }))
+}
+
+fn announce(config: &Config) {
+    for source in &config.sources {
+        if let SourceConfig::Webhook(s) = source {
+            if let Some((route, binding)) = s.routes.iter().next() {
+                eprintln!(
+                    "ready: POST records to http://{}{route} (model {}), for example:",
+                    s.listen, binding.model
+                );
+                eprintln!(
+                    "  curl -sS -H 'Content-Type: application/json' -d '{{\"id\": 1, \"email\": \"ada@example.com\", \"name\": \"Ada\"}}' http://{}{route}",
+                    s.listen
+                );
+            }
+        }
+    }
+    eprintln!("  watch the log with: remix log tail --follow --config <this config>");
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Retention, and the status display (a live line on a terminal, progress lines otherwise).
+async fn background_tasks(state: Arc<NodeState>, mut shutdown: watch::Receiver<bool>) {
+    let mut retention = tokio::time::interval(Duration::from_secs(RETENTION_INTERVAL_SECONDS));
+    let mut status = crate::cli::status::StatusDisplay::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(status.interval_ms()));
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => { status.finish(); return; }
+            _ = retention.tick() => apply_retention(&state).await,
+            _ = tick.tick() => status.update(&state),
+        }
+    }
+}
+
+async fn apply_retention(state: &Arc<NodeState>) {
+    let retention = &state.config.log.retention;
+    if retention.min_age.is_none() && retention.max_bytes.is_none() {
+        return;
+    }
+    let policy = RetentionPolicy {
+        min_age_ms: retention.min_age.map_or(u64::MAX, |d| d.as_millis() as u64),
+        max_bytes: retention.max_bytes,
+    };
+    let log = Arc::clone(&state.log);
+    match tokio::task::spawn_blocking(move || log.apply_retention(&policy, crate::time::now_ms())).await {
+        Ok(Ok(report)) => {
+            for (target, cursor) in report.fallen_behind {
+                tracing::error!(target = %target, cursor, first_offset = report.first_offset,
+                    "target fell behind retention (log.retention.max_bytes): rewind it to continue");
+            }
+        }
+        Ok(Err(e)) => tracing::error!("retention: {e}"),
+        Err(e) => tracing::error!("retention: {e}"),
+    }
+}

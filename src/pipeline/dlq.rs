@@ -1,0 +1,138 @@
+//! The dead-letter queue's operations: list, show, retry (remix in and validation run again, e.g.
+//! after a schema fix), drop. Dead letters live in the log (kind `KIND_DEAD_LETTER`); resolving one
+//! appends a `KIND_DEAD_LETTER_RESOLVED` record, so the DLQ survives restarts like everything else.
+
+use super::indexes::{Claim, DlqEntry, Indexes, Landed};
+use super::ingest::Appender;
+use super::remix_in::{remix_in, Origin, RemixOutcome};
+use crate::config::{Config, SourceConfig};
+use crate::record::{
+    self, Change, DeadLetterResolved, Decoded, FieldError, Op, KIND_CHANGE, KIND_DEAD_LETTER_RESOLVED,
+};
+use remix_storage::AppendRecord;
+use serde::Serialize;
+
+/// The outcome of a retry.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "result", rename_all = "lowercase")]
+pub enum Retried {
+    /// The object is valid now and was logged at `offset`.
+    Logged { id: u64, offset: u64 },
+    /// Still invalid: the entry stays in the DLQ.
+    Invalid { id: u64, errors: Vec<FieldError> },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DlqError {
+    #[error("no open dead letter with id {0}")]
+    NotFound(u64),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The dead letter's JSON form for `remix dlq list --json`: `{id, time, source, position, model,
+/// errors, input}`.
+pub fn entry_json(entry: &DlqEntry) -> serde_json::Value {
+    serde_json::json!({
+        "id": entry.id, "time": crate::time::format_ms(entry.time_ms), "source": entry.letter.source,
+        "position": entry.letter.position, "model": entry.letter.model, "route": entry.letter.route,
+        "errors": entry.letter.errors, "input": entry.letter.input,
+    })
+}
+
+/// The main log's and the dead-letter log's appenders.
+#[derive(Debug, Clone)]
+pub struct Logs {
+    pub main: Appender,
+    pub dlq: Appender,
+}
+
+pub async fn retry(config: &Config, logs: &Logs, indexes: &Indexes, id: u64) -> Result<Retried, DlqError> {
+    let entry = indexes.dead_letter(id).ok_or(DlqError::NotFound(id))?;
+    let mut change = match rebuild_change(config, &logs.main, &entry).await? {
+        Ok(change) => change,
+        Err(errors) => return Ok(Retried::Invalid { id, errors }),
+    };
+    let key = format!("dlq:{id}");
+    let offset = match indexes.claim(&key).await {
+        Claim::Done(landed) => landed.first_offset,
+        Claim::Proceed => {
+            change.idempotency_key = Some(key.clone());
+            let payload = serde_json::to_vec(&change).expect("serializable");
+            match logs.main.append(vec![AppendRecord { kind: KIND_CHANGE, payload }]).await {
+                Ok(appended) => {
+                    let landed =
+                        Landed { first_offset: appended.first_offset, last_offset: appended.last_offset };
+                    indexes.finish(&key, Some(landed));
+                    appended.first_offset
+                }
+                Err(e) => {
+                    indexes.finish(&key, None);
+                    return Err(DlqError::Other(e.to_string()));
+                }
+            }
+        }
+    };
+    resolve(logs, indexes, DeadLetterResolved { id, how: "retried".into(), offset: Some(offset) }).await?;
+    Ok(Retried::Logged { id, offset })
+}
+
+pub async fn drop_entry(logs: &Logs, indexes: &Indexes, id: u64) -> Result<(), DlqError> {
+    indexes.dead_letter(id).ok_or(DlqError::NotFound(id))?;
+    resolve(logs, indexes, DeadLetterResolved { id, how: "dropped".into(), offset: None }).await
+}
+
+async fn resolve(logs: &Logs, indexes: &Indexes, resolved: DeadLetterResolved) -> Result<(), DlqError> {
+    let payload = serde_json::to_vec(&resolved).expect("serializable");
+    logs.dlq
+        .append(vec![AppendRecord { kind: KIND_DEAD_LETTER_RESOLVED, payload }])
+        .await
+        .map_err(|e| DlqError::Other(e.to_string()))?;
+    indexes.resolve(resolved.id);
+    Ok(())
+}
+
+/// The change a dead letter becomes now: a source's input is remixed and validated again with the
+/// current configuration; a target's dead letter re-sends the original change (to every target).
+async fn rebuild_change(
+    config: &Config,
+    appender: &Appender,
+    entry: &DlqEntry,
+) -> Result<Result<Change, Vec<FieldError>>, DlqError> {
+    let letter = &entry.letter;
+    if let Some(target) = letter.route.strip_prefix("target:") {
+        let offset = letter.input.get("offset").and_then(|o| o.as_u64()).ok_or_else(|| {
+            DlqError::Other(format!("dead letter {} of target '{target}' has no offset", entry.id))
+        })?;
+        let log = appender.log().clone();
+        let record = tokio::task::spawn_blocking(move || log.reader(offset).and_then(|mut r| r.try_next()))
+            .await
+            .map_err(|e| DlqError::Other(e.to_string()))?
+            .map_err(|e| DlqError::Other(e.to_string()))?;
+        return match record.map(|r| record::decode(r.kind, &r.payload)) {
+            Some(Decoded::Change(change)) => Ok(Ok(change)),
+            _ => Err(DlqError::Other(format!("the change at offset {offset} is no longer in the log"))),
+        };
+    }
+    let source = config
+        .source(&letter.source)
+        .ok_or_else(|| DlqError::Other(format!("source '{}' is no longer configured", letter.source)))?;
+    let binding = match source {
+        SourceConfig::Webhook(s) => s.routes.get(&letter.route),
+        SourceConfig::Stripe(s) => s.objects.get(&letter.route),
+        SourceConfig::Postgres(s) => {
+            s.tables.iter().find(|t| format!("{}.{}", t.schema, t.table) == letter.route).map(|t| &t.binding)
+        }
+    }
+    .ok_or_else(|| {
+        DlqError::Other(format!("source '{}' has no route '{}' any more", letter.source, letter.route))
+    })?;
+    let model = config
+        .model(&binding.model)
+        .ok_or_else(|| DlqError::Other(format!("model '{}' is gone", binding.model)))?;
+    let origin = Origin { source: &letter.source, position: letter.position.clone(), idempotency_key: None };
+    Ok(match remix_in(binding, model, &letter.input, letter.op.unwrap_or(Op::Upsert), origin) {
+        RemixOutcome::Valid(change) => Ok(change),
+        RemixOutcome::Invalid(errors) => Err(errors),
+    })
+}

@@ -1,0 +1,170 @@
+//! In-memory indexes rebuilt from the log on start: idempotency keys already logged (so a retried
+//! request is answered, not appended twice, even across a restart) and open dead letters.
+
+use crate::record::{self, DeadLetter, Decoded};
+use remix_storage::Log;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+
+/// How many idempotency keys are remembered; the oldest are forgotten first. A retry of a request
+/// older than that many requests is appended again.
+pub const IDEMPOTENCY_KEYS_MAX: usize = 1_000_000;
+/// How many open dead letters are kept in memory; beyond it the oldest are still in the log but
+/// listed only after the newer ones are resolved or on restart.
+pub const DEAD_LETTERS_MAX: usize = 100_000;
+
+/// Where an idempotency key's batch landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Landed {
+    pub first_offset: u64,
+    pub last_offset: u64,
+}
+
+#[derive(Debug)]
+enum KeyState {
+    Done(Landed),
+    /// A request with this key is being appended; others wait for it.
+    InFlight(Arc<Notify>),
+}
+
+/// What a request with an idempotency key should do.
+#[derive(Debug)]
+pub enum Claim {
+    /// First with this key: append, then call [`Indexes::finish`].
+    Proceed,
+    /// Already logged: answer with the same offsets.
+    Done(Landed),
+}
+
+/// An open dead letter, by its log offset (its id).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DlqEntry {
+    pub id: u64,
+    pub time_ms: u64,
+    pub letter: DeadLetter,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    keys: HashMap<String, KeyState>,
+    order: VecDeque<String>,
+    dead_letters: BTreeMap<u64, DlqEntry>,
+}
+
+#[derive(Debug, Default)]
+pub struct Indexes {
+    inner: Mutex<Inner>,
+}
+
+impl Indexes {
+    /// Scans the main log (idempotency keys) and the dead-letter log (open dead letters) once.
+    pub fn rebuild(log: &Log, dlq: &Log) -> anyhow::Result<Indexes> {
+        let indexes = Indexes::default();
+        let mut keys: HashMap<String, Landed> = HashMap::new();
+        let mut order = Vec::new();
+        for record in dlq.reader(dlq.first_offset())? {
+            let record = record?;
+            match record::decode(record.kind, &record.payload) {
+                Decoded::DeadLetter(letter) => indexes.add_dead_letter(DlqEntry {
+                    id: record.offset,
+                    time_ms: record.timestamp_ms,
+                    letter,
+                }),
+                Decoded::Resolved(resolved) => indexes.resolve(resolved.id),
+                _ => {}
+            }
+        }
+        for record in log.reader(log.first_offset())? {
+            let record = record?;
+            match record::decode(record.kind, &record.payload) {
+                Decoded::Change(change) => {
+                    if let Some(key) = change.idempotency_key {
+                        let landed = keys.entry(key.clone()).or_insert_with(|| {
+                            order.push(key);
+                            Landed { first_offset: record.offset, last_offset: record.offset }
+                        });
+                        landed.last_offset = record.offset;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut inner = indexes.lock();
+        for key in order.into_iter().rev().take(IDEMPOTENCY_KEYS_MAX).rev() {
+            let landed = keys[&key];
+            inner.keys.insert(key.clone(), KeyState::Done(landed));
+            inner.order.push_back(key);
+        }
+        drop(inner);
+        Ok(indexes)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Claims an idempotency key: waits while another request with it is in flight.
+    pub async fn claim(&self, key: &str) -> Claim {
+        loop {
+            let notify = {
+                let mut inner = self.lock();
+                match inner.keys.get(key) {
+                    Some(KeyState::Done(landed)) => return Claim::Done(*landed),
+                    Some(KeyState::InFlight(notify)) => Arc::clone(notify),
+                    None => {
+                        inner.keys.insert(key.to_owned(), KeyState::InFlight(Arc::new(Notify::new())));
+                        return Claim::Proceed;
+                    }
+                }
+            };
+            let notified = notify.notified();
+            // The holder may have finished between the lookup and here.
+            if matches!(self.lock().keys.get(key), Some(KeyState::InFlight(n)) if Arc::ptr_eq(n, &notify)) {
+                notified.await;
+            }
+        }
+    }
+
+    /// Ends a claim: `Some` records where the batch landed, `None` releases the key (nothing logged).
+    pub fn finish(&self, key: &str, landed: Option<Landed>) {
+        let mut inner = self.lock();
+        let previous = match landed {
+            Some(landed) => inner.keys.insert(key.to_owned(), KeyState::Done(landed)),
+            None => inner.keys.remove(key),
+        };
+        if landed.is_some() {
+            inner.order.push_back(key.to_owned());
+            while inner.order.len() > IDEMPOTENCY_KEYS_MAX {
+                let oldest = inner.order.pop_front().expect("non-empty");
+                inner.keys.remove(&oldest);
+            }
+        }
+        if let Some(KeyState::InFlight(notify)) = previous {
+            notify.notify_waiters();
+        }
+    }
+
+    pub fn add_dead_letter(&self, entry: DlqEntry) {
+        let mut inner = self.lock();
+        inner.dead_letters.insert(entry.id, entry);
+        while inner.dead_letters.len() > DEAD_LETTERS_MAX {
+            inner.dead_letters.pop_first();
+        }
+        metrics::gauge!("remix_dlq_size").set(inner.dead_letters.len() as f64);
+    }
+
+    pub fn resolve(&self, id: u64) {
+        let mut inner = self.lock();
+        inner.dead_letters.remove(&id);
+        metrics::gauge!("remix_dlq_size").set(inner.dead_letters.len() as f64);
+    }
+
+    pub fn dead_letters(&self) -> Vec<DlqEntry> {
+        self.lock().dead_letters.values().cloned().collect()
+    }
+
+    pub fn dead_letter(&self, id: u64) -> Option<DlqEntry> {
+        self.lock().dead_letters.get(&id).cloned()
+    }
+}

@@ -1,0 +1,703 @@
+//! One worker per target: read from the cursor, remix out, batch, rate-limit, apply with retries,
+//! then advance the cursor. Control (pause, resume, rewind) arrives on a bounded channel.
+//!
+//! Invariants: the cursor is stored only after the target confirmed the batch (`Ok` from `apply`);
+//! items of one key reach the target in log order; a target's failure only ever stops its own worker.
+
+use super::collapse::collapse;
+use super::state::TargetState;
+use super::{Batch, Item, Target, TargetError};
+use crate::config::{OnError, TargetCommon, TruncatePolicy};
+use crate::mapping::Mapping;
+use crate::pipeline::{Appender, Indexes};
+use crate::record::{self, DeadLetter, Decoded, FieldError, Op, KIND_DEAD_LETTER};
+use remix_storage::{AppendRecord, Log, LogReader, Record};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// How long a worker waits for the first record of a batch before looking at its commands again.
+const IDLE_POLL_MS: u64 = 250;
+/// Backoff for transient errors: doubles from the base to the cap, with full jitter.
+const BACKOFF_BASE_MS: u64 = 100;
+const BACKOFF_MAX_MS: u64 = 30_000;
+/// Control commands waiting for a worker.
+const COMMANDS_MAX: usize = 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    Running,
+    Paused,
+    Retrying,
+    Failed,
+}
+
+/// What `remix target list` shows of a target.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TargetStatus {
+    pub name: String,
+    pub kind: String,
+    pub state: RunState,
+    pub cursor: u64,
+    pub lag_records: u64,
+    pub lag_seconds: f64,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RewindTo {
+    Offset(u64),
+    /// Milliseconds since the epoch: re-deliver every record at least this recent.
+    Time(u64),
+    Start,
+}
+
+#[derive(Debug)]
+enum Command {
+    Pause(oneshot::Sender<()>),
+    Resume(oneshot::Sender<()>),
+    Rewind(RewindTo, oneshot::Sender<Result<u64, String>>),
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: RunState,
+    cursor: u64,
+    last_error: Option<String>,
+    /// Timestamp of the oldest record not yet applied, while there is one.
+    pending_since_ms: Option<u64>,
+}
+
+/// The node's handle on a running worker.
+#[derive(Debug, Clone)]
+pub struct TargetHandle {
+    pub name: String,
+    pub kind: &'static str,
+    shared: Arc<Mutex<Shared>>,
+    commands: mpsc::Sender<Command>,
+    log: Arc<Log>,
+}
+
+impl TargetHandle {
+    pub fn status(&self) -> TargetStatus {
+        let shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let lag_records = self.log.durable_offset().saturating_sub(shared.cursor);
+        let lag_seconds = match (lag_records, shared.pending_since_ms) {
+            (0, _) | (_, None) => 0.0,
+            (_, Some(since)) => crate::time::now_ms().saturating_sub(since) as f64 / 1000.0,
+        };
+        TargetStatus {
+            name: self.name.clone(),
+            kind: self.kind.to_owned(),
+            state: shared.state,
+            cursor: shared.cursor,
+            lag_records,
+            lag_seconds,
+            last_error: shared.last_error.clone(),
+        }
+    }
+
+    async fn send<R>(&self, make: impl FnOnce(oneshot::Sender<R>) -> Command) -> anyhow::Result<R> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(make(reply))
+            .await
+            .map_err(|_| anyhow::anyhow!("target '{}' has stopped", self.name))?;
+        answer.await.map_err(|_| anyhow::anyhow!("target '{}' has stopped", self.name))
+    }
+
+    pub async fn pause(&self) -> anyhow::Result<()> {
+        self.send(Command::Pause).await
+    }
+
+    pub async fn resume(&self) -> anyhow::Result<()> {
+        self.send(Command::Resume).await
+    }
+
+    /// Rewinds and returns the offset the target was rewound to (its cursor).
+    pub async fn rewind(&self, to: RewindTo) -> anyhow::Result<u64> {
+        self.send(|reply| Command::Rewind(to, reply)).await?.map_err(|e| anyhow::anyhow!(e))
+    }
+}
+
+/// What a worker needs besides its target.
+#[derive(Debug, Clone)]
+pub struct WorkerContext {
+    pub log: Arc<Log>,
+    /// The dead-letter log's appender.
+    pub dlq: Appender,
+    pub indexes: Arc<Indexes>,
+    pub data_dir: PathBuf,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Starts the worker of one target.
+pub fn spawn<T: Target>(
+    target: T,
+    kind: &'static str,
+    common: TargetCommon,
+    outputs: BTreeMap<String, Mapping>,
+    context: WorkerContext,
+) -> (TargetHandle, tokio::task::JoinHandle<()>) {
+    let (commands, receiver) = mpsc::channel(COMMANDS_MAX);
+    let cursor = context.log.cursor(&common.name).unwrap_or(0);
+    let shared = Arc::new(Mutex::new(Shared {
+        state: RunState::Running,
+        cursor,
+        last_error: None,
+        pending_since_ms: None,
+    }));
+    let handle = TargetHandle {
+        name: common.name.clone(),
+        kind,
+        shared: Arc::clone(&shared),
+        commands,
+        log: Arc::clone(&context.log),
+    };
+    let limiter = common.rate_limit.map(|limit| {
+        let per_second = std::num::NonZeroU32::new(limit.records_per_second.clamp(1, u32::MAX as u64) as u32)
+            .expect("clamped");
+        let burst = std::num::NonZeroU32::new(limit.burst.clamp(1, u32::MAX as u64) as u32).expect("clamped");
+        governor::RateLimiter::direct(governor::Quota::per_second(per_second).allow_burst(burst))
+    });
+    let worker =
+        Worker { target, common, outputs, context, shared, commands: receiver, limiter, paused: false };
+    let task = tokio::spawn(worker.run());
+    (handle, task)
+}
+
+type Limiter = governor::DefaultDirectRateLimiter;
+
+struct Worker<T: Target> {
+    target: T,
+    common: TargetCommon,
+    outputs: BTreeMap<String, Mapping>,
+    context: WorkerContext,
+    shared: Arc<Mutex<Shared>>,
+    commands: mpsc::Receiver<Command>,
+    limiter: Option<Limiter>,
+    paused: bool,
+}
+
+/// How a wait ended.
+enum Woken {
+    Shutdown,
+    Command(Command),
+    Timeout,
+}
+
+impl<T: Target> Worker<T> {
+    fn name(&self) -> &str {
+        &self.common.name
+    }
+
+    fn set(&self, state: RunState, error: Option<String>) {
+        let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        shared.state = state;
+        if error.is_some() || state == RunState::Running {
+            shared.last_error = error.or(shared.last_error.take().filter(|_| state != RunState::Running));
+        }
+        for s in ["running", "paused", "retrying", "failed"] {
+            let value = if format!("{state:?}").eq_ignore_ascii_case(s) { 1.0 } else { 0.0 };
+            metrics::gauge!("remix_target_state", "target" => self.common.name.clone(), "state" => s)
+                .set(value);
+        }
+    }
+
+    fn cursor(&self) -> u64 {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner()).cursor
+    }
+
+    async fn run(mut self) {
+        let Some(mut reader) = self.start().await else { return };
+        loop {
+            match self.step(reader).await {
+                Some(next) => reader = next,
+                None => return,
+            }
+        }
+    }
+
+    /// Opens the target, settles the cursor, carries out a pending rewind. `None`: shut down.
+    async fn start(&mut self) -> Option<LogReader> {
+        let local = self.cursor();
+        let mut opened = None;
+        let mut attempt = 0;
+        while opened.is_none() {
+            match self.target.open(local).await {
+                Ok(cursor) => opened = Some(cursor),
+                Err(error) => {
+                    if !self.back_off(&mut attempt, error).await {
+                        return None;
+                    }
+                }
+            }
+        }
+        let cursor = opened.expect("opened");
+        let durable = self.context.log.durable_offset();
+        if cursor > durable {
+            let error =
+                format!("the target has applied up to offset {cursor}, beyond the log's end {durable}");
+            self.set(RunState::Failed, Some(error));
+            self.wait_forever().await;
+            return None;
+        }
+        if let Err(e) = self.store_cursor(cursor).await {
+            self.set(RunState::Failed, Some(e.to_string()));
+            return None;
+        }
+        let state = TargetState::load(&self.context.data_dir, self.name()).unwrap_or_default();
+        self.paused = state.paused;
+        if let Some(to) = state.rewind_to {
+            if let Err(e) = self.rewind(RewindTo::Offset(to)).await {
+                self.set(RunState::Failed, Some(e));
+            }
+        }
+        if self.paused {
+            self.set(RunState::Paused, None);
+        }
+        self.reader_at(self.cursor() + 1).await
+    }
+
+    async fn reader_at(&mut self, from: u64) -> Option<LogReader> {
+        loop {
+            match self.context.log.reader(from) {
+                Ok(reader) => return Some(reader),
+                Err(e) => {
+                    self.set(RunState::Failed, Some(format!("{e}; rewind the target to continue")));
+                    match self.wait(None).await {
+                        Woken::Shutdown => return None,
+                        Woken::Command(command) => self.handle(command).await,
+                        Woken::Timeout => {}
+                    }
+                    if self.cursor() + 1 != from {
+                        return self.context.log.reader(self.cursor() + 1).ok();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits for a command, shutdown, or the timeout.
+    async fn wait(&mut self, timeout: Option<Duration>) -> Woken {
+        let mut shutdown = self.context.shutdown.clone();
+        if *shutdown.borrow() {
+            return Woken::Shutdown;
+        }
+        let sleep = tokio::time::sleep(timeout.unwrap_or(Duration::from_secs(86_400)));
+        tokio::select! {
+            _ = shutdown.changed() => Woken::Shutdown,
+            command = self.commands.recv() => command.map_or(Woken::Shutdown, Woken::Command),
+            () = sleep => Woken::Timeout,
+        }
+    }
+
+    async fn wait_forever(&mut self) {
+        while let Woken::Command(command) = self.wait(None).await {
+            self.handle(command).await;
+        }
+    }
+
+    /// One turn of the loop: commands, then one batch. `None`: shut down.
+    async fn step(&mut self, mut reader: LogReader) -> Option<LogReader> {
+        while let Ok(command) = self.commands.try_recv() {
+            let before = self.cursor();
+            self.handle(command).await;
+            if self.cursor() != before {
+                reader.seek(self.cursor() + 1).ok()?;
+            }
+        }
+        if *self.context.shutdown.borrow() {
+            return None;
+        }
+        if self.paused {
+            match self.wait(None).await {
+                Woken::Shutdown => return None,
+                Woken::Command(command) => {
+                    self.handle(command).await;
+                    return self.reader_at(self.cursor() + 1).await;
+                }
+                Woken::Timeout => return Some(reader),
+            }
+        }
+        let (reader, records) = match self.read(reader).await {
+            Ok(read) => read,
+            Err(e) => {
+                self.set(RunState::Failed, Some(e.to_string()));
+                self.wait_forever().await;
+                return None;
+            }
+        };
+        if records.is_empty() {
+            self.shared.lock().unwrap_or_else(|e| e.into_inner()).pending_since_ms = None;
+            return Some(reader);
+        }
+        self.shared.lock().unwrap_or_else(|e| e.into_inner()).pending_since_ms =
+            Some(records[0].timestamp_ms);
+        if !self.deliver(records).await {
+            // Shut down, or rewound/paused mid-delivery: continue from the cursor.
+            if *self.context.shutdown.borrow() {
+                return None;
+            }
+            return self.reader_at(self.cursor() + 1).await;
+        }
+        Some(reader)
+    }
+
+    /// Reads up to `records_max` durable records, waiting briefly for the first and at most the
+    /// linger time for the rest.
+    async fn read(&self, mut reader: LogReader) -> remix_storage::Result<(LogReader, Vec<Record>)> {
+        let records_max = self.common.batch.records_max;
+        let linger = self.common.batch.linger;
+        tokio::task::spawn_blocking(move || {
+            let mut records = Vec::new();
+            let first = reader.next_timeout(Duration::from_millis(IDLE_POLL_MS))?;
+            let Some(first) = first else { return Ok((reader, records)) };
+            records.push(first);
+            let deadline = std::time::Instant::now() + linger;
+            while records.len() < records_max {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                match reader.try_next()? {
+                    Some(record) => records.push(record),
+                    None if left.is_zero() => break,
+                    None => match reader.next_timeout(left)? {
+                        Some(record) => records.push(record),
+                        None => break,
+                    },
+                }
+            }
+            Ok((reader, records))
+        })
+        .await
+        .expect("the read task does not panic")
+    }
+
+    /// Remixes and applies one run of records, then stores the cursor. `false` if interrupted.
+    async fn deliver(&mut self, records: Vec<Record>) -> bool {
+        let first_offset = records[0].offset;
+        let last_offset = records.last().expect("non-empty").offset;
+        let mut items = Vec::with_capacity(records.len());
+        let mut rejected = Vec::new();
+        for record in &records {
+            match self.remix_out(record) {
+                Ok(Some(item)) => items.push(item),
+                Ok(None) => {}
+                Err((item, errors)) => rejected.push((item, errors)),
+            }
+        }
+        for (change, errors) in rejected {
+            let message =
+                errors.iter().map(|e| format!("{}: {}", e.path, e.message)).collect::<Vec<_>>().join("; ");
+            if !self.permanent_failure(&change, message).await {
+                return false;
+            }
+        }
+        if T::COLLAPSE {
+            items = collapse(items);
+        }
+        let batch = Batch { first_offset, last_offset, items };
+        if !self.rate_limit(batch.items.len()).await {
+            return false;
+        }
+        if !self.apply_with_retries(batch).await {
+            return false;
+        }
+        metrics::counter!("remix_target_delivered_total", "target" => self.common.name.clone())
+            .increment(records.len() as u64);
+        match self.store_cursor(last_offset).await {
+            Ok(()) => true,
+            Err(e) => {
+                self.set(RunState::Failed, Some(e.to_string()));
+                false
+            }
+        }
+    }
+
+    /// The item for this target, `None` when the record is not for it, or the change and its
+    /// remix-out errors.
+    fn remix_out(&self, record: &Record) -> Result<Option<Item>, (Item, Vec<FieldError>)> {
+        let Decoded::Change(change) = record::decode(record.kind, &record.payload) else { return Ok(None) };
+        let Some(mapping) = self.outputs.get(&change.model) else { return Ok(None) };
+        if change.op == Op::Truncate && self.common.truncate == TruncatePolicy::Ignore {
+            return Ok(None);
+        }
+        let mut errors = Vec::new();
+        let key = match change.op {
+            Op::Truncate => serde_json::Value::Null,
+            _ => match mapping.apply_key(&change.key) {
+                Ok(key) => serde_json::Value::Object(key),
+                Err(e) => {
+                    errors.extend(
+                        e.into_iter()
+                            .map(|e| FieldError { path: format!("/{}", e.field), message: e.message }),
+                    );
+                    change.key.clone()
+                }
+            },
+        };
+        let data = match (&change.op, &change.data) {
+            (Op::Upsert, Some(data)) => {
+                let input = serde_json::Value::Object(data.clone());
+                match mapping.apply_partial(&input, &change.unchanged) {
+                    Ok(mapped) => Some(mapped),
+                    Err(e) => {
+                        errors.extend(
+                            e.into_iter()
+                                .map(|e| FieldError { path: format!("/{}", e.field), message: e.message }),
+                        );
+                        Some(data.clone())
+                    }
+                }
+            }
+            _ => None,
+        };
+        let item = Item {
+            offset: record.offset,
+            timestamp_ms: record.timestamp_ms,
+            model: change.model.clone(),
+            op: change.op,
+            key,
+            data,
+            unchanged: mapping.map_field_names(&change.unchanged),
+        };
+        if errors.is_empty() {
+            Ok(Some(item))
+        } else {
+            Err((item, errors))
+        }
+    }
+
+    async fn rate_limit(&mut self, records: usize) -> bool {
+        let Some(limiter) = &self.limiter else { return true };
+        let mut left = records as u32;
+        let mut shutdown = self.context.shutdown.clone();
+        while left > 0 {
+            let chunk = left.min(100);
+            let n = std::num::NonZeroU32::new(chunk).expect("non-zero");
+            tokio::select! {
+                ready = limiter.until_n_ready(n) => if ready.is_err() { return true },
+                _ = shutdown.changed() => return false,
+            }
+            left -= chunk;
+        }
+        true
+    }
+
+    /// Applies until `Ok`, retrying transient errors forever and following `on_error` for permanent
+    /// ones. `false`: interrupted by shutdown, rewind or pause.
+    async fn apply_with_retries(&mut self, mut batch: Batch) -> bool {
+        let mut attempt = 0;
+        loop {
+            if batch.items.is_empty() {
+                return true;
+            }
+            match self.target.apply(&batch).await {
+                Ok(()) => {
+                    if attempt > 0
+                        || self.shared.lock().unwrap_or_else(|e| e.into_inner()).state != RunState::Running
+                    {
+                        self.set(RunState::Running, None);
+                    }
+                    return true;
+                }
+                Err(error @ TargetError::Transient(_)) => {
+                    if !self.back_off(&mut attempt, error).await {
+                        return false;
+                    }
+                }
+                Err(TargetError::Permanent { item, message }) => {
+                    metrics::counter!("remix_target_errors_total", "target" => self.common.name.clone())
+                        .increment(1);
+                    match (self.common.on_error, item) {
+                        (OnError::DeadLetter, Some(i)) if i < batch.items.len() => {
+                            let item = batch.items.remove(i);
+                            if !self.permanent_failure(&item, message).await {
+                                return false;
+                            }
+                        }
+                        (OnError::DeadLetter, _) if batch.items.len() > 1 => {
+                            return self.apply_one_by_one(batch).await
+                        }
+                        _ => {
+                            let item = batch.items.first().cloned().expect("non-empty");
+                            if !self.permanent_failure(&item, message).await {
+                                return false;
+                            }
+                            if self.common.on_error == OnError::DeadLetter {
+                                batch.items.remove(0);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Finds the items at fault by applying them one at a time (dead_letter mode).
+    async fn apply_one_by_one(&mut self, batch: Batch) -> bool {
+        for item in batch.items {
+            let single = Batch { first_offset: item.offset, last_offset: item.offset, items: vec![item] };
+            if !Box::pin(self.apply_with_retries(single)).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// A permanent failure of `item`: dead-letter it, or pause until resumed (then `true`: retry).
+    async fn permanent_failure(&mut self, item: &Item, message: String) -> bool {
+        let error = format!("offset {} ({} {}): {message}", item.offset, item.model, item.key);
+        match self.common.on_error {
+            OnError::DeadLetter => {
+                self.set(RunState::Running, Some(error.clone()));
+                self.dead_letter(item, message).await
+            }
+            OnError::Pause => {
+                self.set(RunState::Paused, Some(error));
+                let before = self.cursor();
+                loop {
+                    match self.wait(None).await {
+                        Woken::Shutdown => return false,
+                        Woken::Command(command) => {
+                            let resume = matches!(command, Command::Resume(_));
+                            self.handle(command).await;
+                            if self.cursor() != before || self.paused {
+                                return false;
+                            }
+                            if resume {
+                                return true;
+                            }
+                        }
+                        Woken::Timeout => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn dead_letter(&mut self, item: &Item, message: String) -> bool {
+        let letter = DeadLetter {
+            source: self.common.name.clone(),
+            position: item.offset.to_string(),
+            model: item.model.clone(),
+            route: format!("target:{}", self.common.name),
+            errors: vec![FieldError { path: String::new(), message }],
+            input: serde_json::json!({"op": item.op, "key": item.key, "data": item.data, "offset": item.offset}),
+            op: Some(item.op),
+        };
+        let payload = serde_json::to_vec(&letter).expect("serializable");
+        match self.context.dlq.append(vec![AppendRecord { kind: KIND_DEAD_LETTER, payload }]).await {
+            Ok(appended) => {
+                let entry = crate::pipeline::DlqEntry {
+                    id: appended.first_offset,
+                    time_ms: appended.timestamp_ms,
+                    letter,
+                };
+                self.context.indexes.add_dead_letter(entry);
+                true
+            }
+            Err(e) => {
+                let error = TargetError::Transient(format!("cannot write the dead letter: {e}"));
+                let mut attempt = 0;
+                self.back_off(&mut attempt, error).await
+                    && Box::pin(self.dead_letter(item, String::new())).await
+            }
+        }
+    }
+
+    /// Sleeps for the next backoff step in state `retrying`. `false`: shutdown or a command that
+    /// changes the position arrived.
+    async fn back_off(&mut self, attempt: &mut u32, error: TargetError) -> bool {
+        metrics::counter!("remix_target_errors_total", "target" => self.common.name.clone()).increment(1);
+        let cap = BACKOFF_BASE_MS.saturating_mul(1 << (*attempt).min(16)).min(BACKOFF_MAX_MS);
+        let delay = jitter(cap);
+        *attempt += 1;
+        self.set(RunState::Retrying, Some(error.to_string()));
+        tracing::warn!(target = %self.common.name, attempt = *attempt, delay_ms = delay, "{error}");
+        let before = self.cursor();
+        match self.wait(Some(Duration::from_millis(delay))).await {
+            Woken::Shutdown => false,
+            Woken::Timeout => true,
+            Woken::Command(command) => {
+                self.handle(command).await;
+                self.cursor() == before && !self.paused
+            }
+        }
+    }
+
+    async fn handle(&mut self, command: Command) {
+        match command {
+            Command::Pause(reply) => {
+                self.paused = true;
+                self.persist_paused();
+                self.set(RunState::Paused, None);
+                let _ = reply.send(());
+            }
+            Command::Resume(reply) => {
+                self.paused = false;
+                self.persist_paused();
+                self.set(RunState::Running, None);
+                let _ = reply.send(());
+            }
+            Command::Rewind(to, reply) => {
+                let result = self.rewind(to).await;
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    fn persist_paused(&self) {
+        let mut state = TargetState::load(&self.context.data_dir, self.name()).unwrap_or_default();
+        state.paused = self.paused;
+        if let Err(e) = state.store(&self.context.data_dir, self.name()) {
+            tracing::error!(target = %self.name(), "cannot persist the paused state: {e}");
+        }
+    }
+
+    async fn rewind(&mut self, to: RewindTo) -> Result<u64, String> {
+        let log = &self.context.log;
+        let offset = match to {
+            RewindTo::Offset(offset) => offset.min(log.durable_offset()),
+            RewindTo::Start => log.first_offset().saturating_sub(1),
+            RewindTo::Time(ms) => log.offset_at_time(ms).map_err(|e| e.to_string())?.saturating_sub(1),
+        };
+        let offset = offset.max(log.first_offset().saturating_sub(1));
+        let effective = self.target.rewind(offset).await.map_err(|e| e.to_string())?;
+        self.store_cursor(effective).await.map_err(|e| e.to_string())?;
+        let mut state = TargetState::load(&self.context.data_dir, self.name()).unwrap_or_default();
+        if state.rewind_to.take().is_some() {
+            state.store(&self.context.data_dir, self.name()).map_err(|e| e.to_string())?;
+        }
+        if self.shared.lock().unwrap_or_else(|e| e.into_inner()).state == RunState::Failed {
+            self.set(if self.paused { RunState::Paused } else { RunState::Running }, None);
+        }
+        tracing::info!(target = %self.name(), offset = effective, "rewound");
+        Ok(effective)
+    }
+
+    async fn store_cursor(&self, offset: u64) -> anyhow::Result<()> {
+        let log = Arc::clone(&self.context.log);
+        let name = self.common.name.clone();
+        tokio::task::spawn_blocking(move || log.store_cursor(&name, offset)).await??;
+        let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        shared.cursor = offset;
+        let lag = self.context.log.durable_offset().saturating_sub(offset);
+        metrics::gauge!("remix_target_lag_records", "target" => self.common.name.clone()).set(lag as f64);
+        Ok(())
+    }
+}
+
+/// A uniformly random delay in `[cap/2, cap]` milliseconds.
+fn jitter(cap_ms: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos(),
+    );
+    let half = cap_ms / 2;
+    half + hasher.finish() % (cap_ms - half + 1)
+}
