@@ -157,9 +157,9 @@ fn start_targets(
             TargetConfig::Jsonl(t) => {
                 worker::spawn(JsonlTarget::new(t), "jsonl", common, outputs, context.clone())
             }
-            //PENDING             TargetConfig::Http(t) => {
-            //PENDING                 worker::spawn(crate::targets::http::HttpTarget::new(t, &config.data_dir)?, "http", common, outputs, context.clone())
-            //PENDING             }
+            TargetConfig::Http(t) => {
+                worker::spawn(crate::targets::http::HttpTarget::new(t, &config.data_dir)?, "http", common, outputs, context.clone())
+            }
             other => anyhow::bail!(
                 "target '{}': kind {} is not available in this build yet",
                 other.name(),

@@ -240,6 +240,10 @@ impl Route {
         let Some(field) = &self.source.idempotency_field else {
             return self.log_batch(&objects, header_op, &request, None).await.0;
         };
+        // The batch is validated whole, with the sender's indexes, before any key is looked at.
+        if let Err(invalid) = self.remix_all(&objects, header_op, &request, None) {
+            return self.refuse(&objects, invalid, header_op, &request).await;
+        }
         let keys: Vec<Option<String>> = objects
             .iter()
             .map(|o| o.get(field).map(|k| k.as_str().map_or_else(|| k.to_string(), str::to_owned)))
@@ -258,31 +262,38 @@ impl Route {
                 Claim::Proceed => mine.push(key.clone()),
             }
         }
-        let fresh: Vec<Value> = objects
-            .iter()
-            .zip(&keys)
-            .filter(|(_, k)| k.as_ref().is_none_or(|k| !done.contains_key(k)))
-            .map(|(o, _)| o.clone())
-            .collect();
+        // Logged: objects without a key, and the first object of each key not logged before (a key
+        // repeated inside the request is a retry too). `slot[i]`: where object i's offset comes from.
+        let mut first_of_key: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        let mut fresh: Vec<Value> = Vec::new();
+        let mut slot: Vec<Result<usize, u64>> = Vec::with_capacity(objects.len());
+        for (object, key) in objects.iter().zip(&keys) {
+            match key {
+                Some(key) if done.contains_key(key) => slot.push(Err(done[key].first_offset)),
+                Some(key) if first_of_key.contains_key(key.as_str()) => slot.push(Ok(first_of_key[key.as_str()])),
+                _ => {
+                    if let Some(key) = key {
+                        first_of_key.insert(key, fresh.len());
+                    }
+                    slot.push(Ok(fresh.len()));
+                    fresh.push(object.clone());
+                }
+            }
+        }
         let (response, landed) = self.log_batch(&fresh, header_op, &request, None).await;
         for key in &mine {
-            let offset = landed.and_then(|l| {
-                fresh
-                    .iter()
-                    .position(|o| {
-                        o.get(field)
-                            .is_some_and(|k| k.as_str().map_or_else(|| k.to_string(), str::to_owned) == *key)
-                    })
-                    .map(|i| l.first_offset + i as u64)
-            });
+            let offset = landed.zip(first_of_key.get(key.as_str())).map(|(l, &i)| l.first_offset + i as u64);
             indexes.finish(key, offset.map(|o| Landed { first_offset: o, last_offset: o }));
         }
-        if landed.is_none() || done.is_empty() {
+        if landed.is_none() && !fresh.is_empty() {
             return response;
         }
-        let offsets = keys.iter().enumerate().map(|(i, k)| match k.as_ref().and_then(|k| done.get(k)) {
-            Some(l) => l.first_offset,
-            None => landed.expect("logged").first_offset + fresh_index(&keys, &done, i) as u64,
+        if fresh.len() == objects.len() {
+            return response;
+        }
+        let offsets = slot.into_iter().map(|s| match s {
+            Err(offset) => offset,
+            Ok(i) => landed.expect("logged").first_offset + i as u64,
         });
         accepted(offsets.collect(), false)
     }
@@ -370,11 +381,6 @@ impl Route {
             format!("{} of {} records are invalid; nothing was accepted", invalid.len(), objects.len());
         error(StatusCode::UNPROCESSABLE_ENTITY, message, Some(("errors", Value::Array(errors))))
     }
-}
-
-/// The position of object `i` among the objects that were logged (not already known).
-fn fresh_index(keys: &[Option<String>], done: &std::collections::HashMap<String, Landed>, i: usize) -> usize {
-    keys[..i].iter().filter(|k| k.as_ref().is_none_or(|k| !done.contains_key(k))).count()
 }
 
 /// One object or an array of objects.

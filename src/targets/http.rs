@@ -170,7 +170,8 @@ impl HttpTarget {
         match self.post(&request).await {
             Ok(()) => self.sent_through = request.last_offset,
             Err(TargetError::Permanent { message, .. }) => {
-                tracing::warn!(target = %self.name, "the API refused the request left in flight ({message}); delivering anew");
+                let name = &self.name;
+                tracing::warn!(target = %name, "the API refused the request left in flight: {message}");
             }
             Err(error) => return Err(error),
         }
@@ -439,8 +440,10 @@ mod tests {
         assert_eq!(headers["x-api-key"], "secret");
         let time = |o: u64| crate::time::format_ms(1_700_000_000_000 + o);
         let expected = json!({"target": "hook", "first_offset": 1, "last_offset": 6, "records": [
-            {"offset": 1, "time": time(1), "model": "order", "op": "upsert", "key": {"id": 1}, "data": {"id": 1, "total": 10}},
-            {"offset": 2, "time": time(2), "model": "order", "op": "upsert", "key": {"id": 2}, "data": {"id": 1, "total": 5}, "unchanged": ["note"]},
+            {"offset": 1, "time": time(1), "model": "order", "op": "upsert", "key": {"id": 1},
+                "data": {"id": 1, "total": 10}},
+            {"offset": 2, "time": time(2), "model": "order", "op": "upsert", "key": {"id": 2},
+                "data": {"id": 1, "total": 5}, "unchanged": ["note"]},
             {"offset": 3, "time": time(3), "model": "order", "op": "delete", "key": {"id": 3}},
             {"offset": 5, "time": time(5), "model": "order", "op": "truncate", "key": null},
         ]});

@@ -392,7 +392,9 @@ impl<T: Target> Worker<T> {
         for (change, errors) in rejected {
             let message =
                 errors.iter().map(|e| format!("{}: {}", e.path, e.message)).collect::<Vec<_>>().join("; ");
-            if !self.permanent_failure(&change, message).await {
+            // With `pause`, a resume re-reads the record: remix out fails the same way until the
+            // configuration is fixed (a restart) or the target is rewound past it; nothing is skipped.
+            if !self.permanent_failure(&change, message).await || self.common.on_error == OnError::Pause {
                 return false;
             }
         }
