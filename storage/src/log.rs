@@ -278,6 +278,10 @@ impl Log {
         let active = Arc::clone(segments.last().expect("at least one segment"));
         let last_timestamp_ms = segments.iter().map(|s| s.meta().last_timestamp_ms).max().unwrap_or(0);
         let cursors = load_cursors(fs.as_ref(), &paths, active.meta().last_offset)?;
+        if !cursors.is_empty() {
+            // A cursor file created just before a kill -9 may be named only in the page cache.
+            fs.sync_dir(&paths.cursors_dir).at(&paths.cursors_dir)?;
+        }
         let shared = Arc::new(Shared::new(fs, paths, options, segments, start));
         let writer = Writer::new(Arc::clone(&shared), active, last_timestamp_ms);
         let handle = std::thread::Builder::new()

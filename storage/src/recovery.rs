@@ -2,6 +2,11 @@
 //! can require. Only the unsealed newest segment is scanned; sealed ones are trusted through their
 //! checksummed index (rebuilt from the segment when missing or wrong).
 //!
+//! After kill -9 the page cache outlives the process: what the previous process wrote but never
+//! synced (a group, a seal, a renamed-in segment, the start file) is visible but not durable. In
+//! read-write mode recovery therefore fsyncs what it is about to trust (the start file before acting on
+//! it, the newest segment, the log directory) before the log publishes any of it as durable.
+//!
 //! In read-only mode (inspection beside a running node) nothing is changed on disk: a torn or
 //! in-flight tail is left alone and simply not read.
 
@@ -42,7 +47,13 @@ pub(crate) fn recover(fs: &dyn Fs, paths: &Paths, mode: Mode, now_ms: u64) -> Re
     if mode == Mode::ReadWrite {
         remove_stale_temp_files(fs, &paths.log_dir, &names, &mut notes)?;
     }
-    let start = SlotFile::load(fs, paths.log_dir.join("start"), START_MAGIC)?;
+    let start_path = paths.log_dir.join("start");
+    if mode == Mode::ReadWrite && fs.exists(&start_path) {
+        // The start may be in the page cache only (kill -9, failed fsync): make it durable before
+        // deleting the segments below it, or a power loss brings back a start whose segments are gone.
+        fs.open(&start_path, OpenMode::ReadWrite).and_then(|file| file.sync_data()).at(&start_path)?;
+    }
+    let start = SlotFile::load(fs, start_path, START_MAGIC)?;
     let mut bases = segment_bases(&names, FileKind::Segment);
     drop_retained(fs, paths, mode, start.value(), &mut bases, &names, &mut notes)?;
     let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len());
@@ -62,6 +73,11 @@ pub(crate) fn recover(fs: &dyn Fs, paths: &Paths, mode: Mode, now_ms: u64) -> Re
                 found: first.base_offset,
             });
         }
+    }
+    if mode == Mode::ReadWrite && !segments.is_empty() {
+        // After kill -9 a renamed-in segment may be named only in the page cache: make the entries
+        // this open trusts durable, or a later power loss takes the segment and its records away.
+        fs.sync_dir(&paths.log_dir).at(&paths.log_dir)?;
     }
     Ok(Recovered { segments, start, notes })
 }
@@ -150,16 +166,24 @@ fn open_segment(
     let path = paths.log_dir.join(segment_file_name(base));
     let open_mode = if mode == Mode::ReadWrite && newest { OpenMode::ReadWrite } else { OpenMode::Read };
     let file = fs.open(&path, open_mode).at(&path)?;
+    // After kill -9 the newest segment may hold writes that reached only the page cache: they are
+    // made durable before the log trusts them, or a later power loss takes back what it published.
+    let sync = |segment: &Segment| match open_mode {
+        OpenMode::ReadWrite => segment.file.sync_data().at(&segment.path),
+        _ => Ok(()),
+    };
     let file_len = file.len().at(&path)?;
     let header = read_header(file.as_ref(), &path, base, file_len)?;
     let segment = Segment::new(header, path.clone(), file, SegmentMeta::empty(base));
     if let Some(index) = load_index(fs, &segment, file_len) {
         *segment.meta() = meta_from_index(&index);
+        sync(&segment)?;
         return Ok(segment);
     }
     let tail = scan_segment(&segment, file_len)?;
     match tail {
-        Tail::Clean => {}
+        Tail::Clean => sync(&segment)?,
+        // Cutting syncs the segment.
         Tail::Torn { position, reason } if newest => {
             cut_torn_tail(fs, paths, mode, &segment, position, file_len, &reason, now_ms, notes)?;
         }

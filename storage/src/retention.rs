@@ -51,6 +51,7 @@ impl Log {
         }
         let mut report = RetentionReport { first_offset: self.first_offset(), ..Default::default() };
         if remove == 0 {
+            report.fallen_behind = fallen_behind(cursors, report.first_offset);
             return Ok(report);
         }
         let new_start = segments[remove].base_offset;
@@ -67,7 +68,12 @@ impl Log {
         }
         shared.fs.sync_dir(&shared.paths.log_dir).at(&shared.paths.log_dir)?;
         report.first_offset = new_start;
-        report.fallen_behind = cursors.into_iter().filter(|&(_, cursor)| cursor + 1 < new_start).collect();
+        report.fallen_behind = fallen_behind(cursors, new_start);
         Ok(report)
     }
+}
+
+/// The cursors below the log's start: their targets cannot continue without a rewind.
+fn fallen_behind(cursors: std::collections::BTreeMap<String, u64>, start: u64) -> Vec<(String, u64)> {
+    cursors.into_iter().filter(|&(_, cursor)| cursor + 1 < start).collect()
 }

@@ -236,7 +236,7 @@ fn check_index(fs: &dyn Fs, check: &SegmentCheck, report: &mut VerifyReport) {
     }
     if index.entries != meta.entries {
         let wrong = index.entries.iter().zip(&meta.entries).find(|(a, b)| a != b).map(|(a, _)| *a);
-        return problem(match wrong {
+        problem(match wrong {
             Some(e) => {
                 format!("index entry (offset {}, byte {}) points at no such frame", e.offset, e.position)
             }

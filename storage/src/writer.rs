@@ -59,8 +59,11 @@ impl Writer {
                     None
                 }
                 Err(failure) => {
-                    complete(group, |_| Err(Error::Stopped { reason: describe(&failure) }));
-                    Some(failure)
+                    // Stop first, so that whoever gets this error already finds the log stopped.
+                    let reason = describe(&failure);
+                    self.shared.stop(reason.clone());
+                    complete(group, |_| Err(Error::Stopped { reason: reason.clone() }));
+                    return;
                 }
             };
             if let Some(failure) = stop.filter(|f| matches!(f, Failure::Fatal(_))) {

@@ -2,6 +2,11 @@
 
 mod basic;
 mod corruption;
+mod enospc;
 mod format;
+mod kill9;
+mod model;
+mod restart;
+mod sim;
 mod support;
 mod truncation;
