@@ -30,6 +30,7 @@ pub struct NodeState {
     pub logs: crate::pipeline::dlq::Logs,
     pub indexes: Arc<Indexes>,
     pub targets: Vec<TargetHandle>,
+    pub sources: Vec<crate::sources::postgres::source::SourceHandle>,
     pub ready: AtomicBool,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
@@ -96,7 +97,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         data_dir: config.data_dir.clone(),
         shutdown: shutdown.clone(),
     };
-    let (targets, workers) = start_targets(&config, &context)?;
+    let (targets, mut workers) = start_targets(&config, &context)?;
+    let source_context = SourceContext {
+        config: Arc::clone(&config),
+        appender: appender.clone(),
+        dlq: dlq.clone(),
+        indexes: Arc::clone(&indexes),
+    };
+    let mut sources = Vec::new();
+    for source in &config.sources {
+        if let SourceConfig::Postgres(pg) = source {
+            let (handle, task) = crate::sources::postgres::source::spawn(
+                pg.clone(),
+                source_context.clone(),
+                config.data_dir.clone(),
+                shutdown.clone(),
+            );
+            sources.push(handle);
+            workers.push(task);
+        }
+    }
     let state = Arc::new(NodeState {
         config: Arc::clone(&config),
         log: Arc::clone(&log),
@@ -105,11 +125,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         logs: crate::pipeline::dlq::Logs { main: appender.clone(), dlq: dlq.clone() },
         indexes: Arc::clone(&indexes),
         targets,
+        sources,
         ready: AtomicBool::new(false),
         metrics,
     });
-    let source_context =
-        SourceContext { config: Arc::clone(&config), appender: appender.clone(), dlq: dlq.clone(), indexes };
     let mut servers = serve_sources(&config, &source_context, shutdown.clone()).await?;
     servers
         .push(serve(&config.admin.listen, crate::admin::router(Arc::clone(&state)), shutdown.clone()).await?);
@@ -157,9 +176,13 @@ fn start_targets(
             TargetConfig::Jsonl(t) => {
                 worker::spawn(JsonlTarget::new(t), "jsonl", common, outputs, context.clone())
             }
-            TargetConfig::Http(t) => {
-                worker::spawn(crate::targets::http::HttpTarget::new(t, &config.data_dir)?, "http", common, outputs, context.clone())
-            }
+            TargetConfig::Http(t) => worker::spawn(
+                crate::targets::http::HttpTarget::new(t, &config.data_dir)?,
+                "http",
+                common,
+                outputs,
+                context.clone(),
+            ),
             other => anyhow::bail!(
                 "target '{}': kind {} is not available in this build yet",
                 other.name(),
@@ -182,6 +205,7 @@ async fn serve_sources(
     for source in &config.sources {
         let router = match source {
             SourceConfig::Webhook(s) => crate::sources::webhook::router(s, context),
+            SourceConfig::Postgres(_) => continue,
             other => anyhow::bail!(
                 "source '{}': kind {} is not available in this build yet",
                 other.name(),

@@ -47,6 +47,8 @@ pub struct DlqEntry {
 
 #[derive(Debug, Default)]
 struct Inner {
+    /// The position of the last change each source logged (log order is each source's order).
+    last_positions: HashMap<String, String>,
     keys: HashMap<String, KeyState>,
     order: VecDeque<String>,
     dead_letters: BTreeMap<u64, DlqEntry>,
@@ -79,6 +81,7 @@ impl Indexes {
             let record = record?;
             match record::decode(record.kind, &record.payload) {
                 Decoded::Change(change) => {
+                    indexes.lock().last_positions.insert(change.source.clone(), change.position.clone());
                     if let Some(key) = change.idempotency_key {
                         let landed = keys.entry(key.clone()).or_insert_with(|| {
                             order.push(key);
@@ -143,6 +146,15 @@ impl Indexes {
         if let Some(KeyState::InFlight(notify)) = previous {
             notify.notify_waiters();
         }
+    }
+
+    /// The position of the last change `source` logged, if any.
+    pub fn last_position(&self, source: &str) -> Option<String> {
+        self.lock().last_positions.get(source).cloned()
+    }
+
+    pub fn set_last_position(&self, source: &str, position: String) {
+        self.lock().last_positions.insert(source.to_owned(), position);
     }
 
     pub fn add_dead_letter(&self, entry: DlqEntry) {

@@ -30,7 +30,22 @@ pub fn remix_in(
     op: Op,
     origin: Origin<'_>,
 ) -> RemixOutcome {
-    let mapped = match binding.mapping.apply(input) {
+    remix_in_partial(binding, model, input, op, &[], origin)
+}
+
+/// [`remix_in`] for a row some of whose fields the source left out because they did not change
+/// (`unchanged`, in the source's field names: PostgreSQL's unchanged TOAST values). Those fields are
+/// neither defaulted nor required; the change lists them (in model field names) as unchanged.
+pub fn remix_in_partial(
+    binding: &InputBinding,
+    model: &Model,
+    input: &Value,
+    op: Op,
+    unchanged: &[String],
+    origin: Origin<'_>,
+) -> RemixOutcome {
+    let unchanged_fields = binding.mapping.map_field_names(unchanged);
+    let mapped = match binding.mapping.apply_partial(input, unchanged) {
         Ok(mapped) => Value::Object(mapped),
         Err(errors) => {
             return RemixOutcome::Invalid(
@@ -42,7 +57,7 @@ pub fn remix_in(
         }
     };
     if op == Op::Upsert {
-        if let Err(errors) = model.validate(&mapped) {
+        if let Err(errors) = model.validate_partial(&mapped, &unchanged_fields) {
             return RemixOutcome::Invalid(
                 errors.into_iter().map(|e| FieldError { path: e.path, message: e.message }).collect(),
             );
@@ -63,7 +78,7 @@ pub fn remix_in(
         op,
         key,
         data,
-        unchanged: Vec::new(),
+        unchanged: if op == Op::Upsert { unchanged_fields } else { Vec::new() },
         idempotency_key: origin.idempotency_key.map(str::to_owned),
     })
 }

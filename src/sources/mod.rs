@@ -2,6 +2,7 @@
 //! in and validation, appends them through the [`crate::pipeline::Appender`], and acknowledges its
 //! sender only once the append is durable.
 
+pub mod postgres;
 pub mod webhook;
 
 use crate::config::Config;

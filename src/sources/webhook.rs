@@ -270,7 +270,9 @@ impl Route {
         for (object, key) in objects.iter().zip(&keys) {
             match key {
                 Some(key) if done.contains_key(key) => slot.push(Err(done[key].first_offset)),
-                Some(key) if first_of_key.contains_key(key.as_str()) => slot.push(Ok(first_of_key[key.as_str()])),
+                Some(key) if first_of_key.contains_key(key.as_str()) => {
+                    slot.push(Ok(first_of_key[key.as_str()]))
+                }
                 _ => {
                     if let Some(key) = key {
                         first_of_key.insert(key, fresh.len());

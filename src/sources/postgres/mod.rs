@@ -1,0 +1,9 @@
+//! The `postgres` source: logical replication over the streaming replication protocol with
+//! `pgoutput`, a consistent initial snapshot, and acknowledgement to the server only of what the log
+//! holds durably.
+
+pub mod conn;
+pub mod pgoutput;
+pub mod snapshot;
+pub mod source;
+pub mod types;

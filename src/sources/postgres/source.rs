@@ -1,0 +1,665 @@
+//! The PostgreSQL source's session: publication and slot, the initial snapshot, and the stream.
+//!
+//! Invariants:
+//! - The server is told a position (`confirmed_flush_lsn`) only when every change up to that commit is
+//!   durable in the log: the flush position sent is the end LSN of the last commit whose records'
+//!   append has completed, or, when nothing is pending, the position of a keepalive.
+//! - At most one append of this source is in flight; the next chunk accumulates meanwhile. So when an
+//!   append fails, nothing after it was logged, and the next session resumes exactly after the last
+//!   logged change.
+//! - Every change carries its position `<commit LSN>:<ordinal>`; after a restart the server resends
+//!   from the slot's confirmed position and changes at or before the last logged position are
+//!   dropped, so the log never holds a streamed change twice.
+//! - An interrupted initial snapshot is redone from scratch with a new slot (the exported snapshot
+//!   dies with its connection); snapshot rows are upserts, so targets end the same.
+
+use super::conn::{
+    format_lsn, parse_dsn, parse_lsn, quote_ident, PgError, Replication, ReplicationConn, ReplicationStream,
+};
+use super::pgoutput::{self, Message, OldKind, Relation, Tuple};
+use super::{snapshot, types};
+use crate::config::{PostgresSource, SnapshotMode, TableBinding};
+use crate::pipeline::remix_in::{remix_in_partial, Origin};
+use crate::pipeline::{AppendError, RemixOutcome};
+use crate::record::{Change, DeadLetter, Op, KIND_CHANGE, KIND_DEAD_LETTER};
+use crate::sources::SourceContext;
+use remix_storage::{AppendRecord, Appended};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// A chunk of changes is appended once it holds this many bytes (or at the next chance).
+const CHUNK_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Snapshot rows per append.
+const SNAPSHOT_CHUNK_ROWS: usize = 2000;
+/// Standby status updates go out at least this often.
+const STATUS_INTERVAL: Duration = Duration::from_secs(10);
+const RETRY_BASE_MS: u64 = 500;
+const RETRY_MAX_MS: u64 = 30_000;
+const SNAPSHOT_PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// What the node shows of a source.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SourceStatus {
+    pub state: String,
+    pub confirmed_lsn: String,
+    pub last_error: Option<String>,
+    pub snapshot_rows: u64,
+}
+
+/// Persisted per-source state (`<data_dir>/sources/<name>.json`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceState {
+    #[serde(default)]
+    snapshot_done: bool,
+}
+
+fn state_path(data_dir: &Path, name: &str) -> PathBuf {
+    data_dir.join("sources").join(format!("{name}.json"))
+}
+
+impl SourceState {
+    fn load(data_dir: &Path, name: &str) -> anyhow::Result<SourceState> {
+        match std::fs::read(state_path(data_dir, name)) {
+            Ok(bytes) => Ok(serde_json::from_slice(&bytes)?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SourceState::default()),
+            Err(e) => Err(e.into()),
+        }
+    }
+    fn store(&self, data_dir: &Path, name: &str) -> anyhow::Result<()> {
+        let path = state_path(data_dir, name);
+        std::fs::create_dir_all(path.parent().expect("has a parent"))?;
+        crate::targets::state::write_durably(&path, &serde_json::to_vec_pretty(self)?)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SourceHandle {
+    pub name: String,
+    pub status: Arc<Mutex<SourceStatus>>,
+}
+
+/// Starts the source; it reconnects with backoff until shutdown.
+pub fn spawn(
+    config: PostgresSource,
+    context: SourceContext,
+    data_dir: PathBuf,
+    shutdown: watch::Receiver<bool>,
+) -> (SourceHandle, JoinHandle<()>) {
+    let status = Arc::new(Mutex::new(SourceStatus { state: "starting".into(), ..Default::default() }));
+    let handle = SourceHandle { name: config.name.clone(), status: Arc::clone(&status) };
+    let source = Source { config, context, data_dir, shutdown, status };
+    (handle, tokio::spawn(source.run()))
+}
+
+struct Source {
+    config: PostgresSource,
+    context: SourceContext,
+    data_dir: PathBuf,
+    shutdown: watch::Receiver<bool>,
+    status: Arc<Mutex<SourceStatus>>,
+}
+
+type Pending = JoinHandle<Result<Appended, AppendError>>;
+
+/// Changes waiting to be appended, and what their durability confirms.
+#[derive(Default)]
+struct Chunk {
+    records: Vec<AppendRecord>,
+    bytes: usize,
+    /// End LSN of the last commit wholly in this chunk (or in earlier ones).
+    commit_end: Option<u64>,
+    last_position: Option<String>,
+}
+
+struct Inflight {
+    pending: Pending,
+    commit_end: Option<u64>,
+    last_position: Option<String>,
+}
+
+impl Source {
+    fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    fn set_status(&self, f: impl FnOnce(&mut SourceStatus)) {
+        f(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    async fn run(mut self) {
+        let mut attempt = 0u32;
+        loop {
+            let result = self.session().await;
+            if *self.shutdown.borrow() {
+                return;
+            }
+            let error = match result {
+                Ok(()) => return,
+                Err(e) => e,
+            };
+            let delay = (RETRY_BASE_MS << attempt.min(6)).min(RETRY_MAX_MS);
+            attempt += 1;
+            tracing::error!(source = %self.name(), "{error:#}; reconnecting in {delay} ms");
+            self.set_status(|s| {
+                s.state = "retrying".into();
+                s.last_error = Some(format!("{error:#}"));
+            });
+            metrics::counter!("remix_source_errors_total", "source" => self.name().to_owned()).increment(1);
+            tokio::select! {
+                _ = self.shutdown.changed() => return,
+                () = tokio::time::sleep(Duration::from_millis(delay)) => {}
+            }
+        }
+    }
+
+    /// One connection's worth of work; `Ok` only on shutdown.
+    async fn session(&mut self) -> anyhow::Result<()> {
+        let (client, connection) = tokio_postgres::connect(&self.config.dsn, tokio_postgres::NoTls).await?;
+        let connection = tokio::spawn(connection);
+        let result = self.session_with(&client).await;
+        drop(client);
+        connection.abort();
+        result
+    }
+
+    async fn session_with(&mut self, client: &tokio_postgres::Client) -> anyhow::Result<()> {
+        ensure_publication(client, &self.config).await?;
+        let slot_exists = client
+            .query_opt("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", &[&self.config.slot])
+            .await?
+            .is_some();
+        let mut state = SourceState::load(&self.data_dir, self.name())?;
+        let wants_snapshot = self.config.snapshot == SnapshotMode::Initial && !state.snapshot_done;
+        let info = parse_dsn(&self.config.dsn)?;
+        let mut repl = ReplicationConn::connect(&info).await?;
+        let mut start_lsn = 0;
+        if !slot_exists || wants_snapshot {
+            if slot_exists {
+                tracing::warn!(source = %self.name(), "the initial snapshot was interrupted; redoing it with a new slot \
+                    (rows are upserts, so targets end the same)");
+                client.execute("SELECT pg_drop_replication_slot($1)", &[&self.config.slot]).await?;
+            }
+            let (lsn, snapshot_name) = repl.create_slot(&self.config.slot, wants_snapshot).await?;
+            tracing::info!(source = %self.name(), slot = %self.config.slot, "created replication slot at {}", format_lsn(lsn));
+            if let (true, Some(snapshot_name)) = (wants_snapshot, snapshot_name) {
+                self.snapshot(&snapshot_name, lsn).await?;
+            }
+            state.snapshot_done = true;
+            state.store(&self.data_dir, self.name())?;
+            start_lsn = lsn;
+        }
+        let stream = repl.start_replication(&self.config.slot, start_lsn, &self.config.publication).await?;
+        self.set_status(|s| {
+            s.state = "streaming".into();
+            s.last_error = None;
+        });
+        Streamer::new(self, stream).run().await
+    }
+
+    /// Copies every table inside the exported snapshot and logs the rows as upserts.
+    async fn snapshot(&mut self, snapshot_name: &str, lsn: u64) -> anyhow::Result<()> {
+        self.set_status(|s| s.state = "snapshot".into());
+        let (client, connection) = tokio_postgres::connect(&self.config.dsn, tokio_postgres::NoTls).await?;
+        let connection = tokio::spawn(connection);
+        snapshot::begin(&client, snapshot_name).await?;
+        let started = Instant::now();
+        let mut total_rows = 0;
+        for table in self.config.tables.clone() {
+            let relation = snapshot::table_relation(&client, &table.schema, &table.table).await?;
+            anyhow::ensure!(
+                !relation.columns.is_empty(),
+                "table {}.{} does not exist or has no columns",
+                table.schema,
+                table.table
+            );
+            let estimate = snapshot::estimated_rows(&client, &table.schema, &table.table).await;
+            tracing::info!(source = %self.name(), "snapshot of {}.{}: about {estimate} rows", table.schema, table.table);
+            let mut copy = snapshot::TableCopy::start(&client, relation).await?;
+            let mut copier = SnapshotCopier::new(self, &table, lsn, estimate);
+            while let Some(rows) = copy.next_rows().await? {
+                for row in rows {
+                    copier.row(row).await?;
+                }
+            }
+            copier.flush().await?;
+            let rows = copier.rows;
+            total_rows += rows;
+            tracing::info!(source = %self.name(), "snapshot of {}.{}: {rows} rows copied", table.schema, table.table);
+        }
+        client.batch_execute("COMMIT").await?;
+        connection.abort();
+        tracing::info!(source = %self.name(), "initial snapshot done: {total_rows} rows in {:.1} s", started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// The change a row makes, or its dead letter.
+    fn remix(
+        &self,
+        table: &TableBinding,
+        row: Value,
+        op: Op,
+        unchanged: &[String],
+        position: String,
+    ) -> Result<Change, DeadLetter> {
+        let model = self.context.config.model(&table.binding.model).expect("config checked the model");
+        let origin = Origin { source: self.name(), position: position.clone(), idempotency_key: None };
+        match remix_in_partial(&table.binding, model, &row, op, unchanged, origin) {
+            RemixOutcome::Valid(change) => Ok(change),
+            RemixOutcome::Invalid(errors) => Err(DeadLetter {
+                source: self.name().to_owned(),
+                position,
+                model: table.binding.model.clone(),
+                route: format!("{}.{}", table.schema, table.table),
+                errors,
+                input: row,
+                op: Some(op),
+            }),
+        }
+    }
+
+    async fn dead_letter(&self, letter: DeadLetter) -> anyhow::Result<()> {
+        let payload = serde_json::to_vec(&letter)?;
+        let appended =
+            self.context.dlq.append(vec![AppendRecord { kind: KIND_DEAD_LETTER, payload }]).await?;
+        tracing::warn!(source = %self.name(), position = %letter.position, "row sent to the DLQ: {:?}", letter.errors);
+        let entry =
+            crate::pipeline::DlqEntry { id: appended.first_offset, time_ms: appended.timestamp_ms, letter };
+        self.context.indexes.add_dead_letter(entry);
+        Ok(())
+    }
+}
+
+/// Appends snapshot rows in chunks and reports progress.
+struct SnapshotCopier<'a> {
+    source: &'a Source,
+    table: &'a TableBinding,
+    lsn: u64,
+    estimate: u64,
+    rows: u64,
+    records: Vec<AppendRecord>,
+    last_progress: Instant,
+    started: Instant,
+}
+
+impl<'a> SnapshotCopier<'a> {
+    fn new(source: &'a Source, table: &'a TableBinding, lsn: u64, estimate: u64) -> Self {
+        let now = Instant::now();
+        SnapshotCopier {
+            source,
+            table,
+            lsn,
+            estimate,
+            rows: 0,
+            records: Vec::new(),
+            last_progress: now,
+            started: now,
+        }
+    }
+
+    async fn row(&mut self, row: serde_json::Map<String, Value>) -> anyhow::Result<()> {
+        let position = format!(
+            "snapshot:{}:{}.{}:{}",
+            format_lsn(self.lsn),
+            self.table.schema,
+            self.table.table,
+            self.rows
+        );
+        self.rows += 1;
+        match self.source.remix(self.table, Value::Object(row), Op::Upsert, &[], position) {
+            Ok(change) => {
+                self.records.push(AppendRecord { kind: KIND_CHANGE, payload: serde_json::to_vec(&change)? })
+            }
+            Err(letter) => self.source.dead_letter(letter).await?,
+        }
+        if self.records.len() >= SNAPSHOT_CHUNK_ROWS {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        if !self.records.is_empty() {
+            let records = std::mem::take(&mut self.records);
+            self.source.context.appender.append(records).await?;
+        }
+        let name = self.source.name().to_owned();
+        let rows = self.rows;
+        self.source.set_status(|s| s.snapshot_rows = rows);
+        metrics::gauge!("remix_snapshot_rows", "source" => name.clone()).set(rows as f64);
+        if self.last_progress.elapsed() >= SNAPSHOT_PROGRESS_INTERVAL {
+            self.last_progress = Instant::now();
+            let rate = rows as f64 / self.started.elapsed().as_secs_f64().max(0.001);
+            let eta = self.estimate.saturating_sub(rows) as f64 / rate.max(1.0);
+            tracing::info!(source = %name, "snapshot of {}.{}: {rows} of ~{} rows, {rate:.0} rows/s, ETA {eta:.0} s",
+                self.table.schema, self.table.table, self.estimate);
+        }
+        Ok(())
+    }
+}
+
+/// Publication: created for the configured tables when missing; missing tables are added.
+async fn ensure_publication(client: &tokio_postgres::Client, config: &PostgresSource) -> anyhow::Result<()> {
+    let tables: Vec<String> = config
+        .tables
+        .iter()
+        .map(|t| format!("{}.{}", quote_ident(&t.schema), quote_ident(&t.table)))
+        .collect();
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&config.publication])
+        .await?
+        .is_some();
+    if !exists {
+        let sql = format!(
+            "CREATE PUBLICATION {} FOR TABLE {}",
+            quote_ident(&config.publication),
+            tables.join(", ")
+        );
+        client.batch_execute(&sql).await?;
+        tracing::info!(publication = %config.publication, "created publication");
+        return Ok(());
+    }
+    for table in &config.tables {
+        let member = client
+            .query_opt(
+                "SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3",
+                &[&config.publication, &table.schema, &table.table],
+            )
+            .await?
+            .is_some();
+        if !member {
+            let sql = format!(
+                "ALTER PUBLICATION {} ADD TABLE {}.{}",
+                quote_ident(&config.publication),
+                quote_ident(&table.schema),
+                quote_ident(&table.table)
+            );
+            client.batch_execute(&sql).await?;
+        }
+    }
+    Ok(())
+}
+
+/// `<commit LSN>:<ordinal>` of a streamed change, parsed for comparison.
+fn parse_position(position: &str) -> Option<(u64, u64)> {
+    let (lsn, ordinal) = position.split_once(':')?;
+    Some((parse_lsn(lsn).ok()?, ordinal.parse().ok()?))
+}
+
+/// The streaming half of a session.
+struct Streamer<'a> {
+    source: &'a mut Source,
+    stream: ReplicationStream,
+    tables: HashMap<String, TableBinding>,
+    relations: HashMap<u32, Relation>,
+    /// Changes at or before this position are already in the log.
+    skip_through: Option<(u64, u64)>,
+    /// The current transaction: its commit LSN and the next ordinal.
+    txn: Option<(u64, u64)>,
+    chunk: Chunk,
+    inflight: Option<Inflight>,
+    confirmed: u64,
+    server_end: u64,
+    last_status: Instant,
+}
+
+impl<'a> Streamer<'a> {
+    fn new(source: &'a mut Source, stream: ReplicationStream) -> Self {
+        let tables =
+            source.config.tables.iter().map(|t| (format!("{}.{}", t.schema, t.table), t.clone())).collect();
+        let skip_through =
+            source.context.indexes.last_position(source.name()).as_deref().and_then(parse_position);
+        Streamer {
+            source,
+            stream,
+            tables,
+            relations: HashMap::new(),
+            skip_through,
+            txn: None,
+            chunk: Chunk::default(),
+            inflight: None,
+            confirmed: 0,
+            server_end: 0,
+            last_status: Instant::now(),
+        }
+    }
+
+    async fn run(mut self) -> anyhow::Result<()> {
+        let mut shutdown = self.source.shutdown.clone();
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            let mut reply = false;
+            tokio::select! {
+                _ = shutdown.changed() => return self.finish().await,
+                message = self.stream.recv() => reply = self.handle(message?).await?,
+                _ = tick.tick() => {}
+            }
+            self.settle(false).await?;
+            if reply || self.last_status.elapsed() >= STATUS_INTERVAL {
+                self.send_status().await?;
+            }
+        }
+    }
+
+    /// On shutdown: wait for the append in flight, tell the server what is durable, close.
+    async fn finish(mut self) -> anyhow::Result<()> {
+        self.settle(true).await?;
+        self.send_status().await?;
+        let _ = self.stream.close().await;
+        Ok(())
+    }
+
+    async fn send_status(&mut self) -> Result<(), PgError> {
+        self.last_status = Instant::now();
+        let name = self.source.name().to_owned();
+        metrics::gauge!("remix_source_lag_bytes", "source" => name)
+            .set(self.server_end.saturating_sub(self.confirmed) as f64);
+        let confirmed = format_lsn(self.confirmed);
+        self.source.set_status(|s| s.confirmed_lsn = confirmed);
+        self.stream.send_status(self.confirmed, false).await
+    }
+
+    /// Collects a finished append, starts the next one; with `drain`, waits until nothing is pending.
+    async fn settle(&mut self, drain: bool) -> anyhow::Result<()> {
+        loop {
+            if let Some(inflight) = &self.inflight {
+                let must_wait = drain || self.chunk.bytes >= CHUNK_BYTES_MAX;
+                if !inflight.pending.is_finished() && !must_wait {
+                    return Ok(());
+                }
+                let inflight = self.inflight.take().expect("checked");
+                inflight.pending.await??;
+                if let Some(position) = inflight.last_position {
+                    self.source.context.indexes.set_last_position(self.source.name(), position);
+                }
+                if let Some(end) = inflight.commit_end {
+                    self.confirmed = self.confirmed.max(end);
+                }
+            }
+            let chunk = std::mem::take(&mut self.chunk);
+            if chunk.records.is_empty() {
+                if let Some(end) = chunk.commit_end {
+                    self.confirmed = self.confirmed.max(end);
+                }
+                if let Some(position) = chunk.last_position {
+                    self.source.context.indexes.set_last_position(self.source.name(), position);
+                }
+                return Ok(());
+            }
+            let appender = self.source.context.appender.clone();
+            let records = chunk.records;
+            self.inflight = Some(Inflight {
+                pending: tokio::spawn(async move { appender.append(records).await }),
+                commit_end: chunk.commit_end,
+                last_position: chunk.last_position,
+            });
+            if !drain {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Handles one replication message; returns whether the server asked for a reply.
+    async fn handle(&mut self, message: Replication) -> anyhow::Result<bool> {
+        match message {
+            Replication::Keepalive { wal_end, reply_requested, .. } => {
+                self.server_end = self.server_end.max(wal_end);
+                let idle = self.txn.is_none() && self.inflight.is_none() && self.chunk.records.is_empty();
+                if idle && self.chunk.commit_end.is_none() {
+                    self.confirmed = self.confirmed.max(wal_end);
+                }
+                Ok(reply_requested)
+            }
+            Replication::XLogData { wal_end, data, .. } => {
+                self.server_end = self.server_end.max(wal_end);
+                let message = pgoutput::decode(&data).map_err(|e| anyhow::anyhow!("pgoutput: {e}"))?;
+                self.apply(message).await?;
+                Ok(false)
+            }
+        }
+    }
+
+    async fn apply(&mut self, message: Message) -> anyhow::Result<()> {
+        match message {
+            Message::Begin { final_lsn, .. } => self.txn = Some((final_lsn, 0)),
+            Message::Commit { end_lsn, commit_time_us, .. } => {
+                self.txn = None;
+                self.chunk.commit_end = Some(end_lsn);
+                let age_us = (crate::time::now_ms() as i64 * 1000) - pgoutput::pg_to_unix_us(commit_time_us);
+                let name = self.source.name().to_owned();
+                metrics::gauge!("remix_source_lag_seconds", "source" => name).set(age_us.max(0) as f64 / 1e6);
+            }
+            Message::Relation(relation) => {
+                self.relations.insert(relation.id, relation);
+            }
+            Message::Insert { relation, new } => self.row(relation, None, Some(new), Op::Upsert).await?,
+            Message::Update { relation, old, new } => self.row(relation, old, Some(new), Op::Upsert).await?,
+            Message::Delete { relation, old } => self.row(relation, Some(old), None, Op::Delete).await?,
+            Message::Truncate { relations, .. } => self.truncate(&relations).await?,
+            Message::Type { .. } | Message::Origin { .. } | Message::Message { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// The next position in the current transaction, and whether the log already has it.
+    fn next_position(&mut self) -> anyhow::Result<(String, bool)> {
+        let (lsn, ordinal) =
+            self.txn.as_mut().ok_or_else(|| anyhow::anyhow!("a change outside a transaction"))?;
+        let position = (*lsn, *ordinal);
+        *ordinal += 1;
+        let logged = self.skip_through.is_some_and(|through| position <= through);
+        Ok((format!("{}:{}", format_lsn(position.0), position.1), logged))
+    }
+
+    fn binding(&self, relation: u32) -> anyhow::Result<Option<(Relation, TableBinding)>> {
+        let relation = self
+            .relations
+            .get(&relation)
+            .ok_or_else(|| anyhow::anyhow!("change for unknown relation {relation}"))?;
+        let key = format!("{}.{}", relation.namespace, relation.name);
+        Ok(self.tables.get(&key).map(|table| (relation.clone(), table.clone())))
+    }
+
+    async fn row(
+        &mut self,
+        relation: u32,
+        old: Option<(OldKind, Tuple)>,
+        new: Option<Tuple>,
+        op: Op,
+    ) -> anyhow::Result<()> {
+        let (position, logged) = self.next_position()?;
+        let Some((relation, table)) = self.binding(relation)? else { return Ok(()) };
+        if logged {
+            return Ok(());
+        }
+        let mut changes = Vec::new();
+        let old_row = match &old {
+            Some((_, tuple)) => Some(types::tuple_to_object(&relation, tuple).map_err(anyhow::Error::msg)?.0),
+            None => None,
+        };
+        match (op, new) {
+            (Op::Upsert, Some(tuple)) => {
+                let (row, unchanged) =
+                    types::tuple_to_object(&relation, &tuple).map_err(anyhow::Error::msg)?;
+                if let (Some((OldKind::Key, _)), Some(old_row)) = (&old, old_row) {
+                    // The key changed: the old key goes first.
+                    changes.push(self.source.remix(
+                        &table,
+                        Value::Object(old_row),
+                        Op::Delete,
+                        &[],
+                        position.clone(),
+                    ));
+                }
+                changes.push(self.source.remix(
+                    &table,
+                    Value::Object(row),
+                    Op::Upsert,
+                    &unchanged,
+                    position.clone(),
+                ));
+            }
+            _ => {
+                let row = old_row.ok_or_else(|| anyhow::anyhow!("a delete without its old key"))?;
+                changes.push(self.source.remix(
+                    &table,
+                    Value::Object(row),
+                    Op::Delete,
+                    &[],
+                    position.clone(),
+                ));
+            }
+        }
+        self.push(changes, position).await
+    }
+
+    async fn truncate(&mut self, relations: &[u32]) -> anyhow::Result<()> {
+        for &relation in relations {
+            let (position, logged) = self.next_position()?;
+            let Some((_, table)) = self.binding(relation)? else { continue };
+            if logged {
+                continue;
+            }
+            let change = Change {
+                source: self.source.name().to_owned(),
+                position: position.clone(),
+                model: table.binding.model.clone(),
+                op: Op::Truncate,
+                key: Value::Null,
+                data: None,
+                unchanged: Vec::new(),
+                idempotency_key: None,
+            };
+            self.push(vec![Ok(change)], position).await?;
+        }
+        Ok(())
+    }
+
+    async fn push(
+        &mut self,
+        changes: Vec<Result<Change, DeadLetter>>,
+        position: String,
+    ) -> anyhow::Result<()> {
+        for change in changes {
+            match change {
+                Ok(change) => {
+                    let payload = serde_json::to_vec(&change)?;
+                    self.chunk.bytes += payload.len();
+                    self.chunk.records.push(AppendRecord { kind: KIND_CHANGE, payload });
+                }
+                Err(letter) => self.source.dead_letter(letter).await?,
+            }
+        }
+        self.chunk.last_position = Some(position);
+        if self.chunk.bytes >= CHUNK_BYTES_MAX {
+            self.settle(false).await?;
+        }
+        Ok(())
+    }
+}
