@@ -6,6 +6,7 @@
 pub mod check;
 pub mod client;
 pub mod dlq_cmd;
+pub mod doctor;
 pub mod log_cmd;
 pub mod status;
 pub mod target_cmd;
@@ -46,6 +47,8 @@ pub enum Command {
     Run,
     /// Validate the configuration, schemas and mappings, and print the plan. Exit 2 on any problem.
     Check,
+    /// Preflight against the real systems: wal_level, privileges, slots, tables. Exit 1 on a failure.
+    Doctor,
     /// List, pause, resume and rewind targets.
     Target {
         #[command(subcommand)]
@@ -149,6 +152,10 @@ fn run(cli: &Cli, out: &mut Out) -> anyhow::Result<Exit> {
             let config = load_config(&cli.config)?;
             runtime()?.block_on(crate::node::run(config))?;
             Ok(Exit::Ok)
+        }
+        Command::Doctor => {
+            let config = load_config(&cli.config)?;
+            runtime()?.block_on(doctor::run(&config, out))
         }
         Command::Target { command } => {
             let config = load_config(&cli.config)?;
