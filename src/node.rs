@@ -53,7 +53,13 @@ pub fn dlq_dir(config: &Config) -> std::path::PathBuf {
 /// Opens the main log and the dead-letter log of this configuration (blocking).
 pub fn open_logs(config: &Config) -> anyhow::Result<(Log, Log)> {
     let open = |dir: &std::path::Path, segment_bytes: u64| -> anyhow::Result<Log> {
-        let options = LogOptions { segment_bytes, ..LogOptions::default() };
+        let observer: remix_storage::GroupObserver = Arc::new(|group: &remix_storage::GroupStats| {
+            metrics::histogram!("remix_log_fsync_seconds").record(group.sync_micros as f64 / 1e6);
+            metrics::histogram!("remix_log_write_seconds").record(group.write_micros as f64 / 1e6);
+            metrics::histogram!("remix_log_group_records").record(group.records as f64);
+            metrics::histogram!("remix_log_group_bytes").record(group.bytes as f64);
+        });
+        let options = LogOptions { segment_bytes, observer: Some(observer), ..LogOptions::default() };
         let log = Log::open(Arc::new(OsFs), dir, options)
             .with_context(|| format!("cannot open the log in {}", dir.display()))?;
         for note in log.recovery_notes() {

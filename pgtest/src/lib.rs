@@ -783,6 +783,9 @@ fn make_template() -> Result<PathBuf, String> {
     let work = private_dir("remix-pgtest-initdb-");
     let data = work.path().join("data");
     initdb(&data, work.path())?;
+    if template_ok(&path, owner) {
+        return Ok(path); // another process made it meanwhile
+    }
     if fs::symlink_metadata(&path).is_ok() {
         // Broken or foreign (renames are atomic, so it is not one being made): replace it.
         let _ = fs::remove_dir_all(&path);

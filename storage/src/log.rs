@@ -38,7 +38,21 @@ pub struct LogOptions {
     /// Bytes of encoded records that may wait for the writer; `append` blocks beyond it.
     pub queue_bytes_max: usize,
     pub clock: Clock,
+    /// Called on the writer thread after every durable group (keep it cheap: metrics).
+    pub observer: Option<GroupObserver>,
 }
+
+/// What one group commit did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupStats {
+    pub records: usize,
+    pub bytes: usize,
+    /// Time in `write`, then in `fdatasync`.
+    pub write_micros: u64,
+    pub sync_micros: u64,
+}
+
+pub type GroupObserver = Arc<dyn Fn(&GroupStats) + Send + Sync>;
 
 impl std::fmt::Debug for LogOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -55,6 +69,7 @@ impl Default for LogOptions {
             segment_bytes: 128 * 1024 * 1024,
             queue_bytes_max: 8 * 1024 * 1024,
             clock: system_clock(),
+            observer: None,
         }
     }
 }

@@ -95,7 +95,10 @@ impl Writer {
         }
         let last_frame_at = (frames.last().expect("a group holds records").1 - position) as usize;
         set_group_end(&mut self.buf[last_frame_at..], salt);
-        self.write_durably(position)?;
+        let (write_micros, sync_micros) = self.write_durably(position)?;
+        if let Some(observer) = &self.shared.options.observer {
+            observer(&crate::log::GroupStats { records: frames.len(), bytes: self.buf.len(), write_micros, sync_micros });
+        }
         let mut meta = self.active.meta();
         for &(offset, at, bytes) in &frames {
             meta.push_record(offset, at, timestamp_ms, bytes);
@@ -108,8 +111,9 @@ impl Writer {
     }
 
     /// Writes `buf` at `position` of the active segment and syncs it.
-    fn write_durably(&mut self, position: u64) -> Outcome<()> {
+    fn write_durably(&mut self, position: u64) -> Outcome<(u64, u64)> {
         let file = &self.active.file;
+        let started = std::time::Instant::now();
         if let Err(e) = file.write_all_at(&self.buf, position) {
             if !is_enospc(&e) {
                 return Err(Failure::Fatal(format!("write to {}: {e}", self.active.path.display())));
@@ -122,8 +126,11 @@ impl Writer {
                 ))),
             };
         }
+        let written = std::time::Instant::now();
         file.sync_data()
-            .map_err(|e| Failure::Fatal(format!("fdatasync of {}: {e}", self.active.path.display())))
+            .map_err(|e| Failure::Fatal(format!("fdatasync of {}: {e}", self.active.path.display())))?;
+        let micros = |d: std::time::Duration| d.as_micros() as u64;
+        Ok((micros(written - started), micros(written.elapsed())))
     }
 
     /// Seals the active segment once it reached `segment_bytes`, and starts the next one.
