@@ -6,11 +6,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need() { command -v "$1" >/dev/null 2>&1; }
-if ! need curl || ! need python3; then
+# PostgreSQL server binaries: the PostgreSQL tests start their own throwaway servers (remix-pgtest).
+have_pg() { ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { need pg_config && [ -x "$(pg_config --bindir)/initdb" ]; }; }
+missing=()
+need curl || missing+=(curl)
+need python3 || missing+=(python3)
+have_pg || missing+=(postgresql)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && need apt-get; then
-    apt-get update -qq && apt-get install -y -qq curl python3 >/dev/null
+    echo "== installing ${missing[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "test.sh: curl and python3 are needed (apt-get install curl python3)" >&2; exit 1
+    echo "test.sh: needs ${missing[*]} (apt-get install ${missing[*]})" >&2; exit 1
   fi
 fi
 
