@@ -37,6 +37,7 @@ fn failure(status: StatusCode, message: impl std::fmt::Display) -> Response {
     (status, Json(json!({ "error": message.to_string() }))).into_response()
 }
 
+#[allow(clippy::result_large_err)] // a ready HTTP answer, returned at once
 fn authorized(state: &NodeState, headers: &HeaderMap) -> Result<(), Response> {
     let Some(token) = &state.config.admin.token else { return Ok(()) };
     let given =

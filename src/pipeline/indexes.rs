@@ -79,18 +79,15 @@ impl Indexes {
         }
         for record in log.reader(log.first_offset())? {
             let record = record?;
-            match record::decode(record.kind, &record.payload) {
-                Decoded::Change(change) => {
-                    indexes.lock().last_positions.insert(change.source.clone(), change.position.clone());
-                    if let Some(key) = change.idempotency_key {
-                        let landed = keys.entry(key.clone()).or_insert_with(|| {
-                            order.push(key);
-                            Landed { first_offset: record.offset, last_offset: record.offset }
-                        });
-                        landed.last_offset = record.offset;
-                    }
+            if let Decoded::Change(change) = record::decode(record.kind, &record.payload) {
+                indexes.lock().last_positions.insert(change.source.clone(), change.position.clone());
+                if let Some(key) = change.idempotency_key {
+                    let landed = keys.entry(key.clone()).or_insert_with(|| {
+                        order.push(key);
+                        Landed { first_offset: record.offset, last_offset: record.offset }
+                    });
+                    landed.last_offset = record.offset;
                 }
-                _ => {}
             }
         }
         let mut inner = indexes.lock();

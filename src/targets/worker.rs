@@ -63,7 +63,7 @@ enum Command {
     Rewind(RewindTo, oneshot::Sender<Result<u64, String>>),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Shared {
     state: RunState,
     cursor: u64,
@@ -84,12 +84,23 @@ pub struct TargetHandle {
 
 impl TargetHandle {
     pub fn status(&self) -> TargetStatus {
-        let shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let shared = self.shared.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let lag_records = self.log.durable_offset().saturating_sub(shared.cursor);
-        let lag_seconds = match (lag_records, shared.pending_since_ms) {
-            (0, _) | (_, None) => 0.0,
-            (_, Some(since)) => crate::time::now_ms().saturating_sub(since) as f64 / 1000.0,
+        // A worker that is not reading (paused, failed) knows no pending record: ask the log for the
+        // oldest one not applied yet, so a waiting backlog never shows as 0 seconds of lag.
+        let pending_since = match (lag_records, shared.pending_since_ms) {
+            (0, _) => None,
+            (_, Some(since)) => Some(since),
+            (_, None) => self
+                .log
+                .reader(shared.cursor + 1)
+                .and_then(|mut reader| reader.try_next())
+                .ok()
+                .flatten()
+                .map(|record| record.timestamp_ms),
         };
+        let lag_seconds =
+            pending_since.map_or(0.0, |since| crate::time::now_ms().saturating_sub(since) as f64 / 1000.0);
         TargetStatus {
             name: self.name.clone(),
             kind: self.kind.to_owned(),
@@ -421,6 +432,7 @@ impl<T: Target> Worker<T> {
 
     /// The item for this target, `None` when the record is not for it, or the change and its
     /// remix-out errors.
+    #[allow(clippy::result_large_err)] // the error path is rare and short-lived
     fn remix_out(&self, record: &Record) -> Result<Option<Item>, (Item, Vec<FieldError>)> {
         let Decoded::Change(change) = record::decode(record.kind, &record.payload) else { return Ok(None) };
         let Some(mapping) = self.outputs.get(&change.model) else { return Ok(None) };

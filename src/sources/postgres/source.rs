@@ -247,12 +247,12 @@ impl Source {
         op: Op,
         unchanged: &[String],
         position: String,
-    ) -> Result<Change, DeadLetter> {
+    ) -> Result<Change, Box<DeadLetter>> {
         let model = self.context.config.model(&table.binding.model).expect("config checked the model");
         let origin = Origin { source: self.name(), position: position.clone(), idempotency_key: None };
         match remix_in_partial(&table.binding, model, &row, op, unchanged, origin) {
             RemixOutcome::Valid(change) => Ok(change),
-            RemixOutcome::Invalid(errors) => Err(DeadLetter {
+            RemixOutcome::Invalid(errors) => Err(Box::new(DeadLetter {
                 source: self.name().to_owned(),
                 position,
                 model: table.binding.model.clone(),
@@ -260,11 +260,12 @@ impl Source {
                 errors,
                 input: row,
                 op: Some(op),
-            }),
+            })),
         }
     }
 
-    async fn dead_letter(&self, letter: DeadLetter) -> anyhow::Result<()> {
+    async fn dead_letter(&self, letter: Box<DeadLetter>) -> anyhow::Result<()> {
+        let letter = *letter;
         let payload = serde_json::to_vec(&letter)?;
         let appended =
             self.context.dlq.append(vec![AppendRecord { kind: KIND_DEAD_LETTER, payload }]).await?;
@@ -643,7 +644,7 @@ impl<'a> Streamer<'a> {
 
     async fn push(
         &mut self,
-        changes: Vec<Result<Change, DeadLetter>>,
+        changes: Vec<Result<Change, Box<DeadLetter>>>,
         position: String,
     ) -> anyhow::Result<()> {
         for change in changes {
