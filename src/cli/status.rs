@@ -53,21 +53,26 @@ impl StatusDisplay {
         let source_lines = state.sources.iter().map(|source| {
             let s = source.status.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let error = s.last_error.map(|e| format!(" — {e}")).unwrap_or_default();
-            let snapshot = if s.state == "snapshot" { format!(", {} snapshot rows", s.snapshot_rows) } else { String::new() };
-            format!("source {} (postgres): {}, confirmed {}{snapshot}{error}", source.name, s.state, s.confirmed_lsn)
+            let snapshot = if s.state == "snapshot" {
+                format!(", {} snapshot rows", s.snapshot_rows)
+            } else {
+                String::new()
+            };
+            format!(
+                "source {} (postgres): {}, confirmed {}{snapshot}{error}",
+                source.name, s.state, s.confirmed_lsn
+            )
         });
-        let target_lines: Vec<String> = source_lines.chain(state
-            .targets
-            .iter()
-            .map(|t| {
+        let target_lines: Vec<String> = source_lines
+            .chain(state.targets.iter().map(|t| {
                 let s = t.status();
                 let error = s.last_error.map(|e| format!(" — {e}")).unwrap_or_default();
                 format!(
                     "target {} ({}): {:?}, cursor {}, lag {} records / {:.1}s{error}",
                     s.name, s.kind, s.state, s.cursor, s.lag_records, s.lag_seconds
                 )
-            })
-            ).collect();
+            }))
+            .collect();
         match &mut self.bars {
             Some((multi, log, targets)) => {
                 log.set_message(log_line);

@@ -26,8 +26,8 @@ pub struct DecodeError {
     pub at: usize,
 }
 
-/// One pgoutput message. Timestamps are microseconds since the **Unix** epoch (converted from the wire's
-/// PostgreSQL-epoch value with [`pg_to_unix_us`]); LSNs are the raw 64-bit positions.
+/// One pgoutput message, as on the wire: timestamps are microseconds since the **PostgreSQL** epoch
+/// (2000-01-01 UTC; [`pg_to_unix_us`] converts), LSNs are the raw 64-bit positions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
     /// Start of a transaction. `final_lsn` is the LSN of its commit record (equal to the
@@ -175,7 +175,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
     let msg = match tag {
         b'B' => {
             let final_lsn = r.u64("final LSN")?;
-            let commit_time_us = pg_to_unix_us(r.i64("commit timestamp")?);
+            let commit_time_us = r.i64("commit timestamp")?;
             let xid = r.u32("xid")?;
             Message::Begin { final_lsn, commit_time_us, xid }
         }
@@ -183,7 +183,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
             let flags = r.u8("commit flags")?;
             let commit_lsn = r.u64("commit LSN")?;
             let end_lsn = r.u64("end LSN")?;
-            let commit_time_us = pg_to_unix_us(r.i64("commit timestamp")?);
+            let commit_time_us = r.i64("commit timestamp")?;
             Message::Commit { flags, commit_lsn, end_lsn, commit_time_us }
         }
         b'O' => {

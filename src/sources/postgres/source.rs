@@ -399,6 +399,8 @@ struct Streamer<'a> {
     stream: ReplicationStream,
     tables: HashMap<String, TableBinding>,
     relations: HashMap<u32, Relation>,
+    /// Custom types (domains) announced by Type messages whose base is a built-in type.
+    domains: HashMap<u32, u32>,
     /// Changes at or before this position are already in the log.
     skip_through: Option<(u64, u64)>,
     /// The current transaction: its commit LSN and the next ordinal.
@@ -421,6 +423,7 @@ impl<'a> Streamer<'a> {
             stream,
             tables,
             relations: HashMap::new(),
+            domains: HashMap::new(),
             skip_through,
             txn: None,
             chunk: Chunk::default(),
@@ -536,14 +539,24 @@ impl<'a> Streamer<'a> {
                 let name = self.source.name().to_owned();
                 metrics::gauge!("remix_source_lag_seconds", "source" => name).set(age_us.max(0) as f64 / 1e6);
             }
-            Message::Relation(relation) => {
+            Message::Relation(mut relation) => {
+                for column in &mut relation.columns {
+                    if let Some(&base) = self.domains.get(&column.type_oid) {
+                        column.type_oid = base;
+                    }
+                }
                 self.relations.insert(relation.id, relation);
+            }
+            Message::Type { oid, namespace, name } => {
+                if let Some(base) = types::builtin_type_oid(&namespace, &name) {
+                    self.domains.insert(oid, base);
+                }
             }
             Message::Insert { relation, new } => self.row(relation, None, Some(new), Op::Upsert).await?,
             Message::Update { relation, old, new } => self.row(relation, old, Some(new), Op::Upsert).await?,
             Message::Delete { relation, old } => self.row(relation, Some(old), None, Op::Delete).await?,
             Message::Truncate { relations, .. } => self.truncate(&relations).await?,
-            Message::Type { .. } | Message::Origin { .. } | Message::Message { .. } => {}
+            Message::Origin { .. } | Message::Message { .. } => {}
         }
         Ok(())
     }

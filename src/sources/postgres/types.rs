@@ -1,22 +1,34 @@
 //! PostgreSQL text output → JSON, per type OID. This is the documented JSON form of a replicated row:
 //!
-//! | PostgreSQL type (OID) | JSON |
-//! |---|---|
-//! | `bool` (16) | `true` / `false` |
-//! | `int2` (21), `int4` (23), `int8` (20), `oid` (26) | integer number (exact: all fit in `i64`) |
-//! | `float4` (700), `float8` (701) | number (shortest round-trip form); `NaN`, `Infinity`, `-Infinity` become the strings `"NaN"`, `"Infinity"`, `"-Infinity"` |
-//! | `numeric` (1700) | **string** holding the exact decimal text (`"12345678901234567890.1234"`, `"12.50"`, `"NaN"`, `"Infinity"`): no precision is lost; map the field with `type: number` or `integer` to convert |
-//! | `text` (25), `varchar` (1043), `bpchar` (1042, blank-padded as stored), `name` (19), `"char"` (18) | string |
-//! | `uuid` (2950) | string, lower-case hyphenated |
-//! | `date` (1082) | `"YYYY-MM-DD"`; `"infinity"`, `"-infinity"` and BC dates (`"0044-03-15 BC"`) as PostgreSQL prints them |
-//! | `time` (1083), `timetz` (1266) | string as PostgreSQL prints it (`"10:00:00.123456"`, `"10:00:00+02"`) |
-//! | `timestamp` (1114) | RFC 3339 taken as UTC: `"2026-11-24T10:00:00.123456Z"` (fraction omitted when zero, else 6 digits) |
-//! | `timestamptz` (1184) | RFC 3339 converted to UTC, whatever the session `TimeZone`: `"2026-11-24T08:00:00.500000Z"` |
-//! | `interval` (1186) | string as PostgreSQL prints it under the session `IntervalStyle` (`"P1DT2H"` for `iso_8601`, `"1 day 02:00:00"` for `postgres`) |
-//! | `json` (114), `jsonb` (3802) | the parsed JSON value, embedded (JSON numbers: integers exact, others as `f64`) |
-//! | `bytea` (17) | string: standard base64 with padding |
-//! | arrays of the above (`_bool` 1000, `_int2` 1005, `_int4` 1007, `_int8` 1016, `_text` 1009, `_varchar` 1015, `_float4` 1021, `_float8` 1022, `_numeric` 1231, `_uuid` 2951, `_date` 1182, `_timestamp` 1115, `_timestamptz` 1185, `_json` 199, `_jsonb` 3807, `_bytea` 1001, and `_oid`, `_bpchar`, `_name`, `_char`, `_time`, `_timetz`, `_interval`) | JSON array (nested for several dimensions; lower bounds dropped), elements converted as above, `NULL` → `null` |
-//! | anything else (enums, domains, ranges, custom types) | the text output as a string |
+//! - `bool` (16): `true` / `false`.
+//! - `int2` (21), `int4` (23), `int8` (20), `oid` (26): an integer number (exact: all fit in `i64`).
+//! - `float4` (700), `float8` (701): a number in its shortest round-trip form; `NaN`, `Infinity` and
+//!   `-Infinity` become the strings `"NaN"`, `"Infinity"`, `"-Infinity"`.
+//! - `numeric` (1700): a **string** holding the exact decimal text (`"12345678901234567890.1234"`,
+//!   `"12.50"`, `"NaN"`, `"Infinity"`), so no precision is lost; map the field with `type: number` or
+//!   `integer` to convert it.
+//! - `text` (25), `varchar` (1043), `bpchar` (1042, blank-padded as stored), `name` (19), `"char"` (18):
+//!   a string.
+//! - `uuid` (2950): a string, lower-case hyphenated.
+//! - `date` (1082): `"YYYY-MM-DD"`; `"infinity"`, `"-infinity"` and BC dates (`"0044-03-15 BC"`) as
+//!   PostgreSQL prints them.
+//! - `time` (1083), `timetz` (1266): the string as PostgreSQL prints it (`"10:00:00.123456"`,
+//!   `"10:00:00+02"`).
+//! - `timestamp` (1114): RFC 3339, taken as UTC: `"2026-11-24T10:00:00.123456Z"` (the fraction is omitted
+//!   when zero, else 6 digits).
+//! - `timestamptz` (1184): RFC 3339 converted to UTC whatever the session `TimeZone` (any `+HH`, `+HH:MM`
+//!   or `+HH:MM:SS` offset): `"2026-11-24T08:00:00.500000Z"`.
+//! - `interval` (1186): the string as PostgreSQL prints it under the session `IntervalStyle` (`"P1DT2H"`
+//!   for `iso_8601`, `"1 day 02:00:00"` for `postgres`).
+//! - `json` (114), `jsonb` (3802): the parsed JSON value, embedded (JSON numbers: integers exact, others
+//!   as `f64`).
+//! - `bytea` (17): a string, standard base64 with padding.
+//! - arrays of the above (`_bool` 1000, `_int2` 1005, `_int4` 1007, `_int8` 1016, `_text` 1009,
+//!   `_varchar` 1015, `_float4` 1021, `_float8` 1022, `_numeric` 1231, `_uuid` 2951, `_date` 1182,
+//!   `_timestamp` 1115, `_timestamptz` 1185, `_json` 199, `_jsonb` 3807, `_bytea` 1001, and `_oid`,
+//!   `_bpchar`, `_name`, `_char`, `_time`, `_timetz`, `_interval`): a JSON array (nested for several
+//!   dimensions; lower bounds dropped), elements converted as above, `NULL` → `null`.
+//! - anything else (enums, domains, ranges, custom types): the text output as a string.
 //!
 //! Timestamps of BC years stay PostgreSQL's text (RFC 3339 has no BC); `"infinity"` and `"-infinity"` stay
 //! as they are. The replication session must use `DateStyle=ISO` (the default) and `bytea_output=hex`
@@ -304,7 +316,7 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 fn bytea(text: &str) -> Option<Vec<u8>> {
     let b = text.as_bytes();
     if let Some(hex) = b.strip_prefix(b"\\x") {
-        if hex.len() % 2 != 0 {
+        if !hex.len().is_multiple_of(2) {
             return None;
         }
         let nibble = |c: u8| (c as char).to_digit(16).map(|d| d as u8);

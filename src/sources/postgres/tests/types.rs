@@ -57,51 +57,55 @@ fn alltypes_rows(name: &str) -> Vec<Value> {
 }
 
 /// The documented JSON form of the first captured row (IntervalStyle iso_8601).
-fn row1() -> Value {
-    json!({
-        "id": 1, "c_bool": true, "c_int2": 32767, "c_int4": -2147483648_i64,
-        "c_int8": 9223372036854775807_i64, "c_oid": 4294967295_i64,
-        "c_float4": 3.14, "c_float8": 0.1,
-        "c_numeric": "12345678901234567890.123456789012345678901234567890", "c_numeric_scaled": "12.50",
-        "c_text": "h\u{e9}llo \"w\\orld\"\n\u{2713}", "c_varchar": "abc", "c_bpchar": "ab   ",
-        "c_name": "pg_name", "c_char": "x",
-        "c_uuid": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "c_date": "2026-11-24",
-        "c_time": "10:00:00.123456", "c_timetz": "10:00:00+02",
-        "c_timestamp": "2026-11-24T10:00:00.123456Z", "c_timestamptz": "2026-11-24T08:00:00.500000Z",
-        "c_interval": "P1DT2H",
-        "c_json": {"b": [1, 2.5, null], "a": "x"}, "c_jsonb": {"a": "x", "b": [1, 2.5, null]},
-        "c_bytea": "AAEC//4=",
-        "a_bool": [true, false, null], "a_int2": [1, -2], "a_int4": [1, 2, 3],
-        "a_int8": [9223372036854775807_i64, -1], "a_text": ["a b", "c\"d", "plain"], "a_varchar": ["x", "y"],
-        "a_float4": [1.5, -0.25], "a_float8": [0.1, 1e300],
-        "a_numeric": ["1.10", "-99999999999999999999.99"],
-        "a_uuid": ["a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"], "a_date": ["2026-11-24", "2000-02-29"],
-        "a_timestamp": ["2026-11-24T10:00:00Z"],
-        "a_timestamptz": ["2026-11-24T10:00:00Z", "1900-01-01T00:00:00Z"],
-        "a_json": [{"k": 1}, [1, "two"]], "a_jsonb": [{"k": 1}], "a_bytea": ["AQI=", ""],
-        "c_enum": "ok", "c_domain": 42
-    })
-}
+const ROW1: &str = r#"{
+  "id": 1, "c_bool": true, "c_int2": 32767, "c_int4": -2147483648,
+  "c_int8": 9223372036854775807, "c_oid": 4294967295,
+  "c_float4": 3.14, "c_float8": 0.1,
+  "c_numeric": "12345678901234567890.123456789012345678901234567890", "c_numeric_scaled": "12.50",
+  "c_text": "h\u00e9llo \"w\\orld\"\n\u2713", "c_varchar": "abc", "c_bpchar": "ab   ",
+  "c_name": "pg_name", "c_char": "x",
+  "c_uuid": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "c_date": "2026-11-24",
+  "c_time": "10:00:00.123456", "c_timetz": "10:00:00+02",
+  "c_timestamp": "2026-11-24T10:00:00.123456Z", "c_timestamptz": "2026-11-24T08:00:00.500000Z",
+  "c_interval": "P1DT2H",
+  "c_json": {"b": [1, 2.5, null], "a": "x"}, "c_jsonb": {"a": "x", "b": [1, 2.5, null]},
+  "c_bytea": "AAEC//4=",
+  "a_bool": [true, false, null], "a_int2": [1, -2], "a_int4": [1, 2, 3],
+  "a_int8": [9223372036854775807, -1], "a_text": ["a b", "c\"d", "plain"], "a_varchar": ["x", "y"],
+  "a_float4": [1.5, -0.25], "a_float8": [0.1, 1e300],
+  "a_numeric": ["1.10", "-99999999999999999999.99"],
+  "a_uuid": ["a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"], "a_date": ["2026-11-24", "2000-02-29"],
+  "a_timestamp": ["2026-11-24T10:00:00Z"],
+  "a_timestamptz": ["2026-11-24T10:00:00Z", "1900-01-01T00:00:00Z"],
+  "a_json": [{"k": 1}, [1, "two"]], "a_jsonb": [{"k": 1}], "a_bytea": ["AQI=", ""],
+  "c_enum": "ok", "c_domain": 42
+}"#;
 
 /// The second row: special values, NULLs, empty and multi-dimensional arrays.
+const ROW2: &str = r#"{
+  "id": 2, "c_bool": false, "c_int2": -32768, "c_int4": 0, "c_int8": -9223372036854775808, "c_oid": 0,
+  "c_float4": "NaN", "c_float8": "-Infinity", "c_numeric": "NaN", "c_numeric_scaled": "-0.01",
+  "c_text": "", "c_varchar": null, "c_bpchar": null, "c_name": "", "c_char": null,
+  "c_uuid": null, "c_date": "infinity", "c_time": "24:00:00", "c_timetz": null,
+  "c_timestamp": "-infinity", "c_timestamptz": "infinity",
+  "c_interval": "P-1Y-2M3DT-4H-5M-6.789S",
+  "c_json": [], "c_jsonb": "str", "c_bytea": "",
+  "a_bool": [], "a_int2": [[1, 2], [3, 4]], "a_int4": [1, null, 3], "a_int8": null,
+  "a_text": ["", null, "NULL", "a,b", "{x}", "back\\slash", " sp "], "a_varchar": [],
+  "a_float4": ["NaN", "Infinity", "-Infinity"], "a_float8": [-0.0, 5e-324],
+  "a_numeric": ["NaN", "-1.000"], "a_uuid": [], "a_date": ["infinity", "-infinity"],
+  "a_timestamp": ["-infinity", "0044-03-15 12:00:00 BC"],
+  "a_timestamptz": ["1999-12-31T23:59:59.999999Z"],
+  "a_json": [], "a_jsonb": [{"k": [true, false]}], "a_bytea": [null],
+  "c_enum": null, "c_domain": null
+}"#;
+
+fn row1() -> Value {
+    serde_json::from_str(ROW1).unwrap()
+}
+
 fn row2() -> Value {
-    json!({
-        "id": 2, "c_bool": false, "c_int2": -32768, "c_int4": 0, "c_int8": i64::MIN, "c_oid": 0,
-        "c_float4": "NaN", "c_float8": "-Infinity", "c_numeric": "NaN", "c_numeric_scaled": "-0.01",
-        "c_text": "", "c_varchar": null, "c_bpchar": null, "c_name": "", "c_char": null,
-        "c_uuid": null, "c_date": "infinity", "c_time": "24:00:00", "c_timetz": null,
-        "c_timestamp": "-infinity", "c_timestamptz": "infinity",
-        "c_interval": "P-1Y-2M3DT-4H-5M-6.789S",
-        "c_json": [], "c_jsonb": "str", "c_bytea": "",
-        "a_bool": [], "a_int2": [[1, 2], [3, 4]], "a_int4": [1, null, 3], "a_int8": null,
-        "a_text": ["", null, "NULL", "a,b", "{x}", "back\\slash", " sp "], "a_varchar": [],
-        "a_float4": ["NaN", "Infinity", "-Infinity"], "a_float8": [-0.0, 5e-324],
-        "a_numeric": ["NaN", "-1.000"], "a_uuid": [], "a_date": ["infinity", "-infinity"],
-        "a_timestamp": ["-infinity", "0044-03-15 12:00:00 BC"],
-        "a_timestamptz": ["1999-12-31T23:59:59.999999Z"],
-        "a_json": [], "a_jsonb": [{"k": [true, false]}], "a_bytea": [null],
-        "c_enum": null, "c_domain": null
-    })
+    serde_json::from_str(ROW2).unwrap()
 }
 
 #[test]
@@ -112,7 +116,7 @@ fn rows_with_every_supported_type_convert_to_the_documented_json() {
     assert_eq!(rows[1], row2());
     // The text form as sent, for the record.
     let row = &rows[0];
-    assert_eq!(serde_json::to_string(&row["a_float8"]).unwrap(), "[0.1,1e300]");
+    assert_eq!(serde_json::to_string(&row["a_float8"]).unwrap(), "[0.1,1e+300]");
     assert_eq!(serde_json::to_string(&row["c_int8"]).unwrap(), "9223372036854775807");
 }
 
