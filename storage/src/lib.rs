@@ -34,7 +34,9 @@ mod writer;
 
 pub use error::{Error, Result};
 pub use fs::{Fs, FsFile, OsFs};
-pub use log::{system_clock, AppendRecord, Appended, Clock, GroupObserver, GroupStats, Log, LogOptions, LogView};
+pub use log::{
+    system_clock, AppendRecord, Appended, Clock, GroupObserver, GroupStats, Log, LogOptions, LogView,
+};
 pub use reader::{LogReader, Record};
 pub use retention::{RetentionPolicy, RetentionReport};
 pub use stat::{LogStat, SegmentInfo};

@@ -97,7 +97,12 @@ impl Writer {
         set_group_end(&mut self.buf[last_frame_at..], salt);
         let (write_micros, sync_micros) = self.write_durably(position)?;
         if let Some(observer) = &self.shared.options.observer {
-            observer(&crate::log::GroupStats { records: frames.len(), bytes: self.buf.len(), write_micros, sync_micros });
+            observer(&crate::log::GroupStats {
+                records: frames.len(),
+                bytes: self.buf.len(),
+                write_micros,
+                sync_micros,
+            });
         }
         let mut meta = self.active.meta();
         for &(offset, at, bytes) in &frames {
