@@ -90,13 +90,20 @@ struct Level {
     p99_ms: f64,
 }
 
-async fn run_level(url: &str, concurrency: usize, duration: Duration, next_id: Arc<std::sync::atomic::AtomicU64>) -> Level {
+async fn run_level(
+    url: &str,
+    concurrency: usize,
+    duration: Duration,
+    next_id: Arc<std::sync::atomic::AtomicU64>,
+) -> Level {
+    remix::install_tls_provider();
     let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().expect("client");
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
-        let (client, url, stop, next_id) = (client.clone(), url.to_owned(), Arc::clone(&stop), Arc::clone(&next_id));
+        let (client, url, stop, next_id) =
+            (client.clone(), url.to_owned(), Arc::clone(&stop), Arc::clone(&next_id));
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             while !stop.load(Ordering::Relaxed) {
@@ -121,7 +128,9 @@ async fn run_level(url: &str, concurrency: usize, duration: Duration, next_id: A
     }
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort();
-    let pick = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)].as_secs_f64() * 1000.0;
+    let pick = |q: f64| {
+        latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)].as_secs_f64() * 1000.0
+    };
     Level {
         concurrency,
         records_per_second: (latencies.len() * BATCH_RECORDS) as f64 / elapsed,
@@ -141,10 +150,21 @@ fn main() {
     let url = format!("http://127.0.0.1:{webhook}/customers");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let next_id = Arc::new(std::sync::atomic::AtomicU64::new(1));
-    println!("webhook ingest: {BATCH_RECORDS} records per request, {seconds} s per level, data on {}", dir.path().display());
+    println!(
+        "webhook ingest: {BATCH_RECORDS} records per request, {seconds} s per level, data on {}",
+        dir.path().display()
+    );
     println!("{:>12} {:>14} {:>10} {:>10}", "concurrency", "records/s", "p50 ms", "p99 ms");
     for concurrency in CONCURRENCY_LEVELS {
-        let level = runtime.block_on(run_level(&url, concurrency, Duration::from_secs(seconds), Arc::clone(&next_id)));
-        println!("{:>12} {:>14.0} {:>10.2} {:>10.2}", level.concurrency, level.records_per_second, level.p50_ms, level.p99_ms);
+        let level = runtime.block_on(run_level(
+            &url,
+            concurrency,
+            Duration::from_secs(seconds),
+            Arc::clone(&next_id),
+        ));
+        println!(
+            "{:>12} {:>14.0} {:>10.2} {:>10.2}",
+            level.concurrency, level.records_per_second, level.p50_ms, level.p99_ms
+        );
     }
 }

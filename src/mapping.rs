@@ -240,6 +240,13 @@ impl Mapping {
         self.apply_inner(input, &|_| true, true)
     }
 
+    /// Like [`Mapping::apply_partial`] (`unchanged` empty: [`Mapping::apply`]), but also returns the
+    /// fields that did map when others did not, so the caller can validate them too and report every
+    /// problem at once.
+    pub fn apply_all(&self, input: &Value, unchanged: &[String]) -> (Map<String, Value>, Vec<MappingError>) {
+        self.apply_collect(input, &|p: &FieldPath| !unchanged.iter().any(|u| u == p.root()), true)
+    }
+
     /// Like [`Mapping::apply`] for a partial object: no defaults are set for fields whose source
     /// root is listed in `unchanged` (they are left alone on the receiving side).
     pub fn apply_partial(
@@ -261,12 +268,26 @@ impl Mapping {
         use_default: &dyn Fn(&FieldPath) -> bool,
         use_const: bool,
     ) -> Result<Map<String, Value>, Vec<MappingError>> {
+        let (out, errors) = self.apply_collect(input, use_default, use_const);
+        if errors.is_empty() {
+            Ok(out)
+        } else {
+            Err(errors)
+        }
+    }
+
+    fn apply_collect(
+        &self,
+        input: &Value,
+        use_default: &dyn Fn(&FieldPath) -> bool,
+        use_const: bool,
+    ) -> (Map<String, Value>, Vec<MappingError>) {
         let Value::Object(obj) = input else {
             let msg = format!("expected a JSON object, got {}", kind_of(input));
-            return Err(vec![MappingError::new("", msg)]);
+            return (Map::new(), vec![MappingError::new("", msg)]);
         };
         if self.is_identity() {
-            return Ok(obj.clone());
+            return (obj.clone(), Vec::new());
         }
         let mut out = Map::new();
         let mut errors = Vec::new();
@@ -287,11 +308,7 @@ impl Mapping {
                 None => {}
             }
         }
-        if errors.is_empty() {
-            Ok(out)
-        } else {
-            Err(errors)
-        }
+        (out, errors)
     }
 }
 

@@ -77,7 +77,15 @@ fn common(cx: &mut Cx<'_>, raw: RawTargetCommon, name: String, p: &KeyPath) -> O
         &p.key("truncate"),
         &[("apply", TruncatePolicy::Apply), ("ignore", TruncatePolicy::Ignore)],
     );
-    Some(TargetCommon { name, rate_limit, batch, on_error: on_error?, truncate: truncate? })
+    // An invalid choice is already reported; carry on with the default so that the rest of the
+    // target (its models) is checked too and every problem is reported at once.
+    Some(TargetCommon {
+        name,
+        rate_limit,
+        batch,
+        on_error: on_error.unwrap_or(OnError::Pause),
+        truncate: truncate.unwrap_or(TruncatePolicy::Apply),
+    })
 }
 
 fn rate_limit(cx: &mut Cx<'_>, v: &Value, p: &KeyPath) -> Option<RateLimit> {

@@ -45,23 +45,28 @@ pub fn remix_in_partial(
     origin: Origin<'_>,
 ) -> RemixOutcome {
     let unchanged_fields = binding.mapping.map_field_names(unchanged);
-    let mapped = match binding.mapping.apply_partial(input, unchanged) {
-        Ok(mapped) => Value::Object(mapped),
-        Err(errors) => {
-            return RemixOutcome::Invalid(
-                errors
-                    .into_iter()
-                    .map(|e| FieldError { path: format!("/{}", e.field), message: e.message })
-                    .collect(),
-            )
-        }
-    };
+    let (mapped, mapping_errors) = binding.mapping.apply_all(input, unchanged);
+    let mapped = Value::Object(mapped);
+    // The fields that did not map are left out of validation like unchanged ones; the fields that
+    // did are validated too, so a sender learns every problem of an object at once.
+    let mut left_out = unchanged_fields.clone();
+    left_out.extend(mapping_errors.iter().map(|e| e.field.clone()));
+    let mut errors: Vec<FieldError> = mapping_errors
+        .into_iter()
+        .map(|e| FieldError { path: format!("/{}", e.field), message: e.message })
+        .collect();
     if op == Op::Upsert {
-        if let Err(errors) = model.validate_partial(&mapped, &unchanged_fields) {
-            return RemixOutcome::Invalid(
-                errors.into_iter().map(|e| FieldError { path: e.path, message: e.message }).collect(),
-            );
+        if let Err(invalid) = model.validate_partial(&mapped, &left_out) {
+            let more: Vec<FieldError> = invalid
+                .into_iter()
+                .filter(|v| !errors.iter().any(|e| e.path == v.path))
+                .map(|v| FieldError { path: v.path, message: v.message })
+                .collect();
+            errors.extend(more);
         }
+    }
+    if !errors.is_empty() {
+        return RemixOutcome::Invalid(errors);
     }
     let Some(key) = model.key_of(&mapped) else {
         let message = format!("the key ({}) is missing or null", model.key_fields().join(", "));
