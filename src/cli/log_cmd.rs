@@ -258,7 +258,7 @@ fn verify_cmd(data_dir: &Path, out: &mut Out) -> anyhow::Result<Exit> {
     }
     for problem in &report.problems {
         out.line(format_args!(
-            "PROBLEM: segment {} byte {} offset {}: {}",
+            "PROBLEM: {} byte {} offset {}: {}",
             problem.path.display(),
             problem.position,
             problem.offset,

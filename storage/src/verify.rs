@@ -64,6 +64,7 @@ struct SegmentCheck {
 pub fn verify(fs: &dyn Fs, data_dir: &Path) -> Result<VerifyReport> {
     let paths = Paths::new(data_dir);
     let mut report = VerifyReport::default();
+    let cursors = read_cursors(fs, &paths)?;
     let names = fs.read_dir(&paths.log_dir).at(&paths.log_dir)?;
     let bases = bases_of(&names);
     let start = match SlotFile::load(fs, paths.log_dir.join("start"), START_MAGIC) {
@@ -108,7 +109,7 @@ pub fn verify(fs: &dyn Fs, data_dir: &Path) -> Result<VerifyReport> {
         report.last_offset = check.committed.last_offset;
         expected = (report.problems.len() == problems_before).then_some(check.committed.last_offset + 1);
     }
-    check_cursors(fs, &paths, report.last_offset, &mut report)?;
+    check_cursors(cursors, report.last_offset, &mut report);
     for name in names.iter().filter(|n| n.ends_with(".tmp")) {
         report.notes.push(format!(
             "stale temp file {} (removed on the next open)",
@@ -247,32 +248,43 @@ fn check_index(fs: &dyn Fs, check: &SegmentCheck, report: &mut VerifyReport) {
     }
 }
 
-fn check_cursors(fs: &dyn Fs, paths: &Paths, last_offset: u64, report: &mut VerifyReport) -> Result<()> {
+/// Reads every cursor file: `(path, value or why it is unreadable)`. Read before the segments are
+/// scanned, so that beside a running node a cursor is compared with a log at least as long as the
+/// one it was checked against when stored.
+fn read_cursors(fs: &dyn Fs, paths: &Paths) -> Result<Vec<(PathBuf, Result<u64, String>)>> {
     let names = match fs.read_dir(&paths.cursors_dir) {
         Ok(names) => names,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(Error::io(&paths.cursors_dir, e)),
     };
+    let mut cursors = Vec::new();
     for name in names.iter().filter(|n| n.ends_with(".cursor")) {
         let path = paths.cursors_dir.join(name);
         let bytes = read_file(fs, &path).at(&path)?;
-        match Slot::decode_file(&bytes, &CURSOR_MAGIC) {
+        let value = Slot::decode_file(&bytes, &CURSOR_MAGIC).map(|slot| slot.value).map_err(|e| e.to_string());
+        cursors.push((path, value));
+    }
+    Ok(cursors)
+}
+
+fn check_cursors(cursors: Vec<(PathBuf, Result<u64, String>)>, last_offset: u64, report: &mut VerifyReport) {
+    for (path, value) in cursors {
+        match value {
             Err(e) => report.problems.push(Problem {
                 path,
                 position: 0,
                 offset: 0,
                 message: format!("both slots torn or invalid: {e}"),
             }),
-            Ok(slot) if slot.value > last_offset => report.problems.push(Problem {
+            Ok(value) if value > last_offset => report.problems.push(Problem {
                 path,
                 position: 0,
-                offset: slot.value,
-                message: format!("cursor {} is beyond the log's last offset {last_offset}", slot.value),
+                offset: value,
+                message: format!("cursor {value} is beyond the log's last offset {last_offset}"),
             }),
             Ok(_) => {}
         }
     }
-    Ok(())
 }
 
 /// What `repair` did.
