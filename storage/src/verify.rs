@@ -261,7 +261,8 @@ fn read_cursors(fs: &dyn Fs, paths: &Paths) -> Result<Vec<(PathBuf, Result<u64, 
     for name in names.iter().filter(|n| n.ends_with(".cursor")) {
         let path = paths.cursors_dir.join(name);
         let bytes = read_file(fs, &path).at(&path)?;
-        let value = Slot::decode_file(&bytes, &CURSOR_MAGIC).map(|slot| slot.value).map_err(|e| e.to_string());
+        let value =
+            Slot::decode_file(&bytes, &CURSOR_MAGIC).map(|slot| slot.value).map_err(|e| e.to_string());
         cursors.push((path, value));
     }
     Ok(cursors)
