@@ -26,6 +26,7 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route("/targets/{name}/pause", post(pause))
         .route("/targets/{name}/resume", post(resume))
         .route("/targets/{name}/rewind", post(rewind))
+        .route("/sources/{name}/catch-up", post(source_catch_up))
         .route("/dlq", get(dlq_list))
         .route("/dlq/retry", post(dlq_retry_all))
         .route("/dlq/{id}", get(dlq_show).delete(dlq_drop))
@@ -204,5 +205,19 @@ async fn dlq_drop(State(state): Shared, headers: HeaderMap, Path(id): Path<u64>)
     match dlq::drop_entry(&state.logs, &state.indexes, id).await {
         Ok(()) => Json(json!({ "id": id, "result": "dropped" })).into_response(),
         Err(e) => dlq_failure(e),
+    }
+}
+
+/// Runs a Stripe source's catch-up through the Events API and answers its report when it is done.
+async fn source_catch_up(State(state): Shared, headers: HeaderMap, Path(name): Path<String>) -> Response {
+    if let Err(response) = authorized(&state, &headers) {
+        return response;
+    }
+    let Some(source) = state.stripe.iter().find(|s| s.name() == name) else {
+        return failure(StatusCode::NOT_FOUND, format!("no stripe source '{name}'"));
+    };
+    match source.catch_up().await {
+        Ok(report) => Json(report).into_response(),
+        Err(e) => failure(StatusCode::BAD_GATEWAY, format!("{e:#}")),
     }
 }

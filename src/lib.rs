@@ -13,3 +13,13 @@ pub mod record;
 pub mod sources;
 pub mod targets;
 pub mod time;
+
+/// Installs the process-wide TLS crypto provider (rustls with `ring`) once. Every `reqwest` client is
+/// built after it: without a provider, building a client panics (reqwest's `rustls-no-provider`).
+pub fn install_tls_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Err: a provider is installed already (by an embedding program), which is as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}

@@ -31,6 +31,7 @@ pub struct NodeState {
     pub indexes: Arc<Indexes>,
     pub targets: Vec<TargetHandle>,
     pub sources: Vec<crate::sources::postgres::source::SourceHandle>,
+    pub stripe: Vec<crate::sources::stripe::StripeHandle>,
     pub ready: AtomicBool,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
@@ -89,9 +90,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let (main, dlq) = tokio::task::spawn_blocking(move || open_logs(&config)).await??;
         (Arc::new(main), Arc::new(dlq))
     };
+    let stripe_states = crate::sources::stripe::states(&config);
     let indexes = {
-        let (log, dlq_log) = (Arc::clone(&log), Arc::clone(&dlq_log));
-        Arc::new(tokio::task::spawn_blocking(move || Indexes::rebuild(&log, &dlq_log)).await??)
+        let (log, dlq_log, states) = (Arc::clone(&log), Arc::clone(&dlq_log), stripe_states.clone());
+        let mut visit =
+            move |change: &crate::record::Change| crate::sources::stripe::observe(&states, change);
+        Arc::new(
+            tokio::task::spawn_blocking(move || Indexes::rebuild_visiting(&log, &dlq_log, &mut visit))
+                .await??,
+        )
     };
     let appender = Appender::new(Arc::clone(&log));
     let dlq = Appender::new(Arc::clone(&dlq_log));
@@ -110,6 +117,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         dlq: dlq.clone(),
         indexes: Arc::clone(&indexes),
     };
+    let stripe = crate::sources::stripe::handles(&stripe_states, &source_context)?;
     let mut sources = Vec::new();
     for source in &config.sources {
         if let SourceConfig::Postgres(pg) = source {
@@ -132,10 +140,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         indexes: Arc::clone(&indexes),
         targets,
         sources,
+        stripe,
         ready: AtomicBool::new(false),
         metrics,
     });
-    let mut servers = serve_sources(&config, &source_context, shutdown.clone()).await?;
+    let mut servers = serve_sources(&config, &source_context, &state.stripe, shutdown.clone()).await?;
+    for handle in &state.stripe {
+        handle.spawn_catch_up_at_start(shutdown.clone());
+    }
     servers
         .push(serve(&config.admin.listen, crate::admin::router(Arc::clone(&state)), shutdown.clone()).await?);
     state.ready.store(true, Ordering::Release);
@@ -182,6 +194,13 @@ fn start_targets(
             TargetConfig::Jsonl(t) => {
                 worker::spawn(JsonlTarget::new(t), "jsonl", common, outputs, context.clone())
             }
+            TargetConfig::Stripe(t) => worker::spawn(
+                crate::targets::stripe::StripeTarget::new(t, &config.data_dir)?,
+                "stripe",
+                crate::targets::stripe::with_default_rate_limit(common),
+                outputs,
+                context.clone(),
+            ),
             TargetConfig::Http(t) => worker::spawn(
                 crate::targets::http::HttpTarget::new(t, &config.data_dir)?,
                 "http",
@@ -189,10 +208,12 @@ fn start_targets(
                 outputs,
                 context.clone(),
             ),
-            other => anyhow::bail!(
-                "target '{}': kind {} is not available in this build yet",
-                other.name(),
-                other.kind()
+            TargetConfig::Postgres(t) => worker::spawn(
+                crate::targets::postgres::PostgresTarget::new(t, &config.models)?,
+                "postgres",
+                common,
+                outputs,
+                context.clone(),
             ),
         };
         handles.push(handle);
@@ -205,18 +226,17 @@ fn start_targets(
 async fn serve_sources(
     config: &Config,
     context: &SourceContext,
+    stripe: &[crate::sources::stripe::StripeHandle],
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let mut by_address: BTreeMap<String, axum::Router> = BTreeMap::new();
     for source in &config.sources {
         let router = match source {
             SourceConfig::Webhook(s) => crate::sources::webhook::router(s, context),
+            SourceConfig::Stripe(s) => {
+                stripe.iter().find(|h| h.name() == s.name).expect("a handle per stripe source").router()
+            }
             SourceConfig::Postgres(_) => continue,
-            other => anyhow::bail!(
-                "source '{}': kind {} is not available in this build yet",
-                other.name(),
-                other.kind()
-            ),
         };
         let address = source.listen().expect("server sources listen").to_owned();
         let merged = by_address.remove(&address).unwrap_or_default().merge(router);

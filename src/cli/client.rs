@@ -20,6 +20,7 @@ pub struct AdminClient {
 impl AdminClient {
     /// Connects to the node of this configuration, if one is running.
     pub async fn connect(config: &Config) -> Option<AdminClient> {
+        crate::install_tls_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
             .timeout(Duration::from_secs(REQUEST_TIMEOUT_SECONDS))

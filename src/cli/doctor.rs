@@ -36,8 +36,21 @@ struct Report {
 }
 
 impl Report {
-    fn add(&mut self, subject: &str, check: &str, status: Status, message: impl Into<String>, fix: Option<String>) {
-        self.checks.push(Check { subject: subject.into(), check: check.into(), status, message: message.into(), fix });
+    fn add(
+        &mut self,
+        subject: &str,
+        check: &str,
+        status: Status,
+        message: impl Into<String>,
+        fix: Option<String>,
+    ) {
+        self.checks.push(Check {
+            subject: subject.into(),
+            check: check.into(),
+            status,
+            message: message.into(),
+            fix,
+        });
     }
     fn ok(&mut self, subject: &str, check: &str, message: impl Into<String>) {
         self.add(subject, check, Status::Ok, message, None);
@@ -102,8 +115,13 @@ async fn check_source(pg: &PostgresSource, report: &mut Report) {
     let Some(client) = connect(&pg.dsn, &subject, report).await else { return };
     match setting(&client, "wal_level").await.as_deref() {
         Some("logical") => report.ok(&subject, "wal_level", "logical"),
-        other => report.add(&subject, "wal_level", Status::Fail, format!("is {}, logical replication needs logical", other.unwrap_or("unknown")),
-            Some("ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL".into())),
+        other => report.add(
+            &subject,
+            "wal_level",
+            Status::Fail,
+            format!("is {}, logical replication needs logical", other.unwrap_or("unknown")),
+            Some("ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL".into()),
+        ),
     }
     check_role(&client, &subject, report).await;
     check_capacity(&client, pg, &subject, report).await;
@@ -116,37 +134,85 @@ async fn check_source(pg: &PostgresSource, report: &mut Report) {
 async fn check_role(client: &tokio_postgres::Client, subject: &str, report: &mut Report) {
     let row = client.query_one("SELECT current_user::text, rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user", &[]).await;
     match row {
-        Ok(row) if row.get::<_, bool>(1) => report.ok(subject, "replication privilege", format!("role {} may replicate", row.get::<_, String>(0))),
+        Ok(row) if row.get::<_, bool>(1) => report.ok(
+            subject,
+            "replication privilege",
+            format!("role {} may replicate", row.get::<_, String>(0)),
+        ),
         Ok(row) => {
             let role: String = row.get(0);
-            report.add(subject, "replication privilege", Status::Fail, format!("role {role} lacks REPLICATION"),
-                Some(format!("ALTER ROLE {} REPLICATION;", quote_ident(&role))));
+            report.add(
+                subject,
+                "replication privilege",
+                Status::Fail,
+                format!("role {role} lacks REPLICATION"),
+                Some(format!("ALTER ROLE {} REPLICATION;", quote_ident(&role))),
+            );
         }
-        Err(e) => report.add(subject, "replication privilege", Status::Warn, format!("cannot tell: {e}"), None),
+        Err(e) => {
+            report.add(subject, "replication privilege", Status::Warn, format!("cannot tell: {e}"), None)
+        }
     }
 }
 
-async fn check_capacity(client: &tokio_postgres::Client, pg: &PostgresSource, subject: &str, report: &mut Report) {
-    let slots: i64 = client.query_one("SELECT count(*) FROM pg_replication_slots", &[]).await.map_or(0, |r| r.get(0));
-    let ours = client.query_opt("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", &[&pg.slot]).await.ok().flatten().is_some();
-    let max_slots: i64 = setting(client, "max_replication_slots").await.and_then(|s| s.parse().ok()).unwrap_or(0);
+async fn check_capacity(
+    client: &tokio_postgres::Client,
+    pg: &PostgresSource,
+    subject: &str,
+    report: &mut Report,
+) {
+    let slots: i64 =
+        client.query_one("SELECT count(*) FROM pg_replication_slots", &[]).await.map_or(0, |r| r.get(0));
+    let ours = client
+        .query_opt("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", &[&pg.slot])
+        .await
+        .ok()
+        .flatten()
+        .is_some();
+    let max_slots: i64 =
+        setting(client, "max_replication_slots").await.and_then(|s| s.parse().ok()).unwrap_or(0);
     let max_senders: i64 = setting(client, "max_wal_senders").await.and_then(|s| s.parse().ok()).unwrap_or(0);
     if ours || slots < max_slots {
-        report.ok(subject, "replication slots", format!("{slots} of max_replication_slots = {max_slots} in use"));
+        report.ok(
+            subject,
+            "replication slots",
+            format!("{slots} of max_replication_slots = {max_slots} in use"),
+        );
     } else {
-        report.add(subject, "replication slots", Status::Fail, format!("all {max_slots} slots are in use"),
-            Some("ALTER SYSTEM SET max_replication_slots = <more>; then restart, or drop an unused slot".into()));
+        report.add(
+            subject,
+            "replication slots",
+            Status::Fail,
+            format!("all {max_slots} slots are in use"),
+            Some(
+                "ALTER SYSTEM SET max_replication_slots = <more>; then restart, or drop an unused slot"
+                    .into(),
+            ),
+        );
     }
-    let senders: i64 = client.query_one("SELECT count(*) FROM pg_stat_replication", &[]).await.map_or(0, |r| r.get(0));
+    let senders: i64 =
+        client.query_one("SELECT count(*) FROM pg_stat_replication", &[]).await.map_or(0, |r| r.get(0));
     if senders < max_senders {
         report.ok(subject, "wal senders", format!("{senders} of max_wal_senders = {max_senders} in use"));
     } else {
-        report.add(subject, "wal senders", Status::Fail, format!("all {max_senders} WAL senders are in use"),
-            Some("ALTER SYSTEM SET max_wal_senders = <more>; then restart PostgreSQL".into()));
+        report.add(
+            subject,
+            "wal senders",
+            Status::Fail,
+            format!("all {max_senders} WAL senders are in use"),
+            Some("ALTER SYSTEM SET max_wal_senders = <more>; then restart PostgreSQL".into()),
+        );
     }
 }
 
-async fn check_table(client: &tokio_postgres::Client, pg: &PostgresSource, schema: &str, table: &str, subject: &str, report: &mut Report) {
+async fn check_table(
+    client: &tokio_postgres::Client,
+    pg: &PostgresSource,
+    schema: &str,
+    table: &str,
+    subject: &str,
+    report: &mut Report,
+) {
     let name = format!("{schema}.{table}");
     let qualified = format!("{}.{}", quote_ident(schema), quote_ident(table));
     let sql = "SELECT c.relreplident::text, has_table_privilege(c.oid, 'SELECT'), \
@@ -156,13 +222,30 @@ async fn check_table(client: &tokio_postgres::Client, pg: &PostgresSource, schem
                FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2";
     let row = match client.query_opt(sql, &[&schema, &table, &pg.publication]).await {
         Ok(Some(row)) => row,
-        Ok(None) => return report.add(subject, &format!("table {name}"), Status::Fail, "does not exist", None),
-        Err(e) => return report.add(subject, &format!("table {name}"), Status::Warn, format!("cannot inspect: {e}"), None),
+        Ok(None) => {
+            return report.add(subject, &format!("table {name}"), Status::Fail, "does not exist", None)
+        }
+        Err(e) => {
+            return report.add(
+                subject,
+                &format!("table {name}"),
+                Status::Warn,
+                format!("cannot inspect: {e}"),
+                None,
+            )
+        }
     };
-    let (identity, select, primary, toastable, published): (String, bool, bool, bool, bool) = (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+    let (identity, select, primary, toastable, published): (String, bool, bool, bool, bool) =
+        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
     let check = format!("table {name}");
     if !select {
-        report.add(subject, &check, Status::Fail, "no SELECT privilege (needed for the initial snapshot)", Some(format!("GRANT SELECT ON {qualified} TO <role>;")));
+        report.add(
+            subject,
+            &check,
+            Status::Fail,
+            "no SELECT privilege (needed for the initial snapshot)",
+            Some(format!("GRANT SELECT ON {qualified} TO <role>;")),
+        );
     }
     match (identity.as_str(), primary) {
         ("n", _) => report.add(subject, &check, Status::Fail, "REPLICA IDENTITY NOTHING: updates and deletes cannot be replicated",
@@ -175,25 +258,57 @@ async fn check_table(client: &tokio_postgres::Client, pg: &PostgresSource, schem
         _ => report.ok(subject, &check, format!("replica identity {identity}, SELECT granted")),
     }
     if !published {
-        report.add(subject, &check, Status::Warn, format!("not in publication {} yet (remix run adds it)", pg.publication), None);
+        report.add(
+            subject,
+            &check,
+            Status::Warn,
+            format!("not in publication {} yet (remix run adds it)", pg.publication),
+            None,
+        );
     }
 }
 
-async fn check_slot(client: &tokio_postgres::Client, pg: &PostgresSource, subject: &str, report: &mut Report) {
+async fn check_slot(
+    client: &tokio_postgres::Client,
+    pg: &PostgresSource,
+    subject: &str,
+    report: &mut Report,
+) {
     let sql = "SELECT active, coalesce(wal_status, ''), \
                coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn), 0)::int8 \
                FROM pg_replication_slots WHERE slot_name = $1";
     match client.query_opt(sql, &[&pg.slot]).await {
-        Ok(None) => report.ok(subject, "slot", format!("{} does not exist yet (remix run creates it)", pg.slot)),
+        Ok(None) => {
+            report.ok(subject, "slot", format!("{} does not exist yet (remix run creates it)", pg.slot))
+        }
         Ok(Some(row)) => {
             let (active, status, retained): (bool, String, i64) = (row.get(0), row.get(1), row.get(2));
             if status == "lost" {
-                report.add(subject, "slot", Status::Fail, format!("{} is lost: the server removed WAL it still needed", pg.slot),
-                    Some(format!("SELECT pg_drop_replication_slot('{}'); then remix run takes a new snapshot", pg.slot)));
+                report.add(
+                    subject,
+                    "slot",
+                    Status::Fail,
+                    format!("{} is lost: the server removed WAL it still needed", pg.slot),
+                    Some(format!(
+                        "SELECT pg_drop_replication_slot('{}'); then remix run takes a new snapshot",
+                        pg.slot
+                    )),
+                );
             } else {
                 let state = if active { "active" } else { "inactive" };
                 let status = if retained > 1 << 30 { Status::Warn } else { Status::Ok };
-                report.add(subject, "slot", status, format!("{} {state}, wal_status {}, retains {} MiB of WAL", pg.slot, status_text(&row.get::<_, String>(1)), retained >> 20), None);
+                report.add(
+                    subject,
+                    "slot",
+                    status,
+                    format!(
+                        "{} {state}, wal_status {}, retains {} MiB of WAL",
+                        pg.slot,
+                        status_text(&row.get::<_, String>(1)),
+                        retained >> 20
+                    ),
+                    None,
+                );
             }
         }
         Err(e) => report.add(subject, "slot", Status::Warn, format!("cannot inspect: {e}"), None),
@@ -232,14 +347,27 @@ async fn check_target(pg: &PostgresTarget, report: &mut Report) {
             } else {
                 (Status::Fail, format!("does not exist (model {model})"))
             };
-            report.add(&subject, &check, status, message, (!pg.create_tables).then(|| "create it, or set create_tables: true".to_owned()));
+            report.add(
+                &subject,
+                &check,
+                status,
+                message,
+                (!pg.create_tables).then(|| "create it, or set create_tables: true".to_owned()),
+            );
             continue;
         }
-        let missing: Vec<&str> = output.mapping.output_fields().filter(|f| !columns.iter().any(|c| c == f)).collect();
+        let missing: Vec<&str> =
+            output.mapping.output_fields().filter(|f| !columns.iter().any(|c| c == f)).collect();
         if missing.is_empty() {
             report.ok(&subject, &check, format!("{} columns, every mapped field present", columns.len()));
         } else {
-            report.add(&subject, &check, Status::Fail, format!("missing columns: {}", missing.join(", ")), Some("add the columns, or change the mapping".into()));
+            report.add(
+                &subject,
+                &check,
+                Status::Fail,
+                format!("missing columns: {}", missing.join(", ")),
+                Some("add the columns, or change the mapping".into()),
+            );
         }
     }
 }

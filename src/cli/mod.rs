@@ -8,6 +8,7 @@ pub mod client;
 pub mod dlq_cmd;
 pub mod doctor;
 pub mod log_cmd;
+pub mod source_cmd;
 pub mod status;
 pub mod target_cmd;
 
@@ -53,6 +54,11 @@ pub enum Command {
     Target {
         #[command(subcommand)]
         command: target_cmd::TargetCommand,
+    },
+    /// Source operations: `catch-up NAME` reads what a Stripe source missed from the Events API.
+    Source {
+        #[command(subcommand)]
+        command: source_cmd::SourceCommand,
     },
     /// The dead-letter queue: objects that failed remix in or validation, or that a target refused.
     Dlq {
@@ -106,6 +112,7 @@ impl Out {
 
 /// Parses the arguments, runs the command, and returns the process exit code.
 pub fn main() -> i32 {
+    crate::install_tls_provider();
     let cli = Cli::parse();
     let mut out = Out::new(cli.json);
     let result = run(&cli, &mut out);
@@ -160,6 +167,10 @@ fn run(cli: &Cli, out: &mut Out) -> anyhow::Result<Exit> {
         Command::Target { command } => {
             let config = load_config(&cli.config)?;
             runtime()?.block_on(target_cmd::run(command, &config, out))
+        }
+        Command::Source { command } => {
+            let config = std::sync::Arc::new(load_config(&cli.config)?);
+            runtime()?.block_on(source_cmd::run(command, config, out))
         }
         Command::Dlq { command } => {
             let config = std::sync::Arc::new(load_config(&cli.config)?);

@@ -83,7 +83,7 @@ targets:
   - name: stripe-out
     kind: stripe
     api_key: sk_test
-    models: { customer: { object: customer, key_field: metadata.remix_id, fields: { email: email } } }
+    models: { customer: { object: customer, key_field: metadata.remix_id, fields: { metadata.remix_id: id, email: email } } }
 "#;
 
 #[test]

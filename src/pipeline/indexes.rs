@@ -1,7 +1,7 @@
 //! In-memory indexes rebuilt from the log on start: idempotency keys already logged (so a retried
 //! request is answered, not appended twice, even across a restart) and open dead letters.
 
-use crate::record::{self, DeadLetter, Decoded};
+use crate::record::{self, Change, DeadLetter, Decoded};
 use remix_storage::Log;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -62,6 +62,13 @@ pub struct Indexes {
 impl Indexes {
     /// Scans the main log (idempotency keys) and the dead-letter log (open dead letters) once.
     pub fn rebuild(log: &Log, dlq: &Log) -> anyhow::Result<Indexes> {
+        Indexes::rebuild_visiting(log, dlq, &mut |_| {})
+    }
+
+    /// [`Indexes::rebuild`], also showing every change record of the main log, in log order, to
+    /// `visit` (for sources that keep state of their own from the log, such as the Stripe source's
+    /// newest event per key).
+    pub fn rebuild_visiting(log: &Log, dlq: &Log, visit: &mut dyn FnMut(&Change)) -> anyhow::Result<Indexes> {
         let indexes = Indexes::default();
         let mut keys: HashMap<String, Landed> = HashMap::new();
         let mut order = Vec::new();
@@ -80,6 +87,7 @@ impl Indexes {
         for record in log.reader(log.first_offset())? {
             let record = record?;
             if let Decoded::Change(change) = record::decode(record.kind, &record.payload) {
+                visit(&change);
                 indexes.lock().last_positions.insert(change.source.clone(), change.position.clone());
                 if let Some(key) = change.idempotency_key {
                     let landed = keys.entry(key.clone()).or_insert_with(|| {

@@ -3,6 +3,7 @@
 //! sender only once the append is durable.
 
 pub mod postgres;
+pub mod stripe;
 pub mod webhook;
 
 use crate::config::Config;

@@ -7,8 +7,8 @@
 //! is the range of log offsets the request covers. A 2xx means done. 408, 409 (a request with the same
 //! key still in progress), 425, 429, 5xx, timeouts and connection errors are transient (retried by the
 //! worker with backoff; a `Retry-After` is quoted in the error); any other status (including a
-//! redirect, which is never followed) is permanent and handled by `on_error`. Plain `http://` only:
-//! TLS is not built in yet.
+//! redirect, which is never followed) is permanent and handled by `on_error`. `http://` and
+//! `https://` (rustls with the platform's trust roots).
 //!
 //! Exactly once per idempotency key, across crashes: after a restart the worker re-delivers from its
 //! cursor and may cut batches differently, which would put records already sent under a new key. So
@@ -89,12 +89,10 @@ impl HttpTarget {
         let name = &config.common.name;
         let url = reqwest::Url::parse(&config.url).with_context(|| format!("target '{name}': url"))?;
         match url.scheme() {
-            "http" => {}
-            "https" => anyhow::bail!(
-                "target '{name}': https is not supported yet (TLS is not built in); use http://"
-            ),
-            other => anyhow::bail!("target '{name}': url scheme '{other}' is not http"),
+            "http" | "https" => {}
+            other => anyhow::bail!("target '{name}': url scheme '{other}' is not http or https"),
         }
+        crate::install_tls_provider();
         let client = reqwest::Client::builder()
             .timeout(config.timeout)
             .redirect(reqwest::redirect::Policy::none())
@@ -579,10 +577,11 @@ mod tests {
     }
 
     #[test]
-    fn https_and_bad_headers_are_refused() {
+    fn other_schemes_and_bad_headers_are_refused() {
         let tmp = tempfile::tempdir().unwrap();
-        let error = HttpTarget::new(&config("https://api.example.com/hook"), tmp.path()).unwrap_err();
-        assert!(error.to_string().contains("TLS is not built in"), "{error}");
+        HttpTarget::new(&config("https://api.example.com/hook"), tmp.path()).expect("https is supported");
+        let error = HttpTarget::new(&config("ftp://api.example.com/hook"), tmp.path()).unwrap_err();
+        assert!(error.to_string().contains("is not http or https"), "{error}");
         let mut bad = config("http://127.0.0.1:1/hook");
         bad.headers.insert("Idempotency-Key".into(), "x".into());
         assert!(HttpTarget::new(&bad, tmp.path()).is_err());

@@ -6,7 +6,9 @@
 pub mod collapse;
 pub mod http;
 pub mod jsonl;
+pub mod postgres;
 pub mod state;
+pub mod stripe;
 pub mod worker;
 
 use crate::record::Op;

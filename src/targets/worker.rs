@@ -537,7 +537,9 @@ impl<T: Target> Worker<T> {
                             return self.apply_one_by_one(batch).await
                         }
                         _ => {
-                            let item = batch.items.first().cloned().expect("non-empty");
+                            // The record at fault when the target can tell (shown while paused).
+                            let at = item.filter(|&i| i < batch.items.len()).unwrap_or(0);
+                            let item = batch.items[at].clone();
                             if !self.permanent_failure(&item, message).await {
                                 return false;
                             }

@@ -3,8 +3,13 @@
 mod bad_input;
 mod kill9;
 mod log_cli;
+mod pg_crash;
 mod pg_doctor;
+mod pg_relation;
 mod pg_source;
+mod pg_target;
+mod pg_toast;
 mod pipeline;
 mod rewind;
+mod stripe;
 mod support;

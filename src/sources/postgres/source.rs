@@ -11,7 +11,9 @@
 //!   from the slot's confirmed position and changes at or before the last logged position are
 //!   dropped, so the log never holds a streamed change twice.
 //! - An interrupted initial snapshot is redone from scratch with a new slot (the exported snapshot
-//!   dies with its connection); snapshot rows are upserts, so targets end the same.
+//!   dies with its connection); snapshot rows are upserts, and the keys this source logged before
+//!   (an interrupted attempt's rows) that the new copy does not hold are deleted after it, so targets
+//!   end the same (a row deleted between the attempts does not stay behind).
 
 use super::conn::{
     format_lsn, parse_dsn, parse_lsn, quote_ident, PgError, Replication, ReplicationConn, ReplicationStream,
@@ -21,9 +23,9 @@ use super::{snapshot, types};
 use crate::config::{PostgresSource, SnapshotMode, TableBinding};
 use crate::pipeline::remix_in::{remix_in_partial, Origin};
 use crate::pipeline::{AppendError, RemixOutcome};
-use crate::record::{Change, DeadLetter, Op, KIND_CHANGE, KIND_DEAD_LETTER};
+use crate::record::{self, Change, DeadLetter, Decoded, FieldError, Op, KIND_CHANGE, KIND_DEAD_LETTER};
 use crate::sources::SourceContext;
-use remix_storage::{AppendRecord, Appended};
+use remix_storage::{AppendRecord, Appended, Log};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -94,7 +96,7 @@ pub fn spawn(
 ) -> (SourceHandle, JoinHandle<()>) {
     let status = Arc::new(Mutex::new(SourceStatus { state: "starting".into(), ..Default::default() }));
     let handle = SourceHandle { name: config.name.clone(), status: Arc::clone(&status) };
-    let source = Source { config, context, data_dir, shutdown, status };
+    let source = Source { config, context, data_dir, shutdown, status, progressed: false };
     (handle, tokio::spawn(source.run()))
 }
 
@@ -104,6 +106,8 @@ struct Source {
     data_dir: PathBuf,
     shutdown: watch::Receiver<bool>,
     status: Arc<Mutex<SourceStatus>>,
+    /// The last session confirmed a position: it was healthy, so the backoff starts over.
+    progressed: bool,
 }
 
 type Pending = JoinHandle<Result<Appended, AppendError>>;
@@ -136,6 +140,7 @@ impl Source {
     async fn run(mut self) {
         let mut attempt = 0u32;
         loop {
+            self.progressed = false;
             let result = self.session().await;
             if *self.shutdown.borrow() {
                 return;
@@ -144,6 +149,9 @@ impl Source {
                 Ok(()) => return,
                 Err(e) => e,
             };
+            if self.progressed {
+                attempt = 0;
+            }
             let delay = (RETRY_BASE_MS << attempt.min(6)).min(RETRY_MAX_MS);
             attempt += 1;
             tracing::error!(source = %self.name(), "{error:#}; reconnecting in {delay} ms");
@@ -209,6 +217,7 @@ impl Source {
         let (client, connection) = tokio_postgres::connect(&self.config.dsn, tokio_postgres::NoTls).await?;
         let connection = tokio::spawn(connection);
         snapshot::begin(&client, snapshot_name).await?;
+        let mut logged_keys = self.logged_keys().await?;
         let started = Instant::now();
         let mut total_rows = 0;
         for table in self.config.tables.clone() {
@@ -222,7 +231,7 @@ impl Source {
             let estimate = snapshot::estimated_rows(&client, &table.schema, &table.table).await;
             tracing::info!(source = %self.name(), "snapshot of {}.{}: about {estimate} rows", table.schema, table.table);
             let mut copy = snapshot::TableCopy::start(&client, relation).await?;
-            let mut copier = SnapshotCopier::new(self, &table, lsn, estimate);
+            let mut copier = SnapshotCopier::new(self, &table, lsn, estimate, &mut logged_keys);
             while let Some(rows) = copy.next_rows().await? {
                 for row in rows {
                     copier.row(row).await?;
@@ -233,9 +242,54 @@ impl Source {
             total_rows += rows;
             tracing::info!(source = %self.name(), "snapshot of {}.{}: {rows} rows copied", table.schema, table.table);
         }
+        self.delete_gone(logged_keys, lsn).await?;
         client.batch_execute("COMMIT").await?;
         connection.abort();
         tracing::info!(source = %self.name(), "initial snapshot done: {total_rows} rows in {:.1} s", started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// The keys whose objects this source's changes in the log leave at the targets (none when it
+    /// logged nothing): after an interrupted snapshot, the rows its attempts copied.
+    async fn logged_keys(&self) -> anyhow::Result<LoggedKeys> {
+        if self.context.indexes.last_position(self.name()).is_none() {
+            return Ok(LoggedKeys::default());
+        }
+        let log = Arc::clone(self.context.appender.log());
+        let name = self.name().to_owned();
+        tokio::task::spawn_blocking(move || LoggedKeys::scan(&log, &name)).await?
+    }
+
+    /// Deletes the logged keys the new snapshot did not hold: rows an interrupted attempt copied that
+    /// were deleted before this snapshot's consistent point.
+    async fn delete_gone(&self, gone: LoggedKeys, lsn: u64) -> anyhow::Result<()> {
+        let mut records = Vec::new();
+        let mut n = 0u64;
+        for (model, keys) in gone.0 {
+            for key in keys {
+                let change = Change {
+                    source: self.name().to_owned(),
+                    position: format!("snapshot:{}:gone:{model}:{n}", format_lsn(lsn)),
+                    model: model.clone(),
+                    op: Op::Delete,
+                    key: serde_json::from_str(&key)?,
+                    data: None,
+                    unchanged: Vec::new(),
+                    idempotency_key: None,
+                };
+                n += 1;
+                records.push(AppendRecord { kind: KIND_CHANGE, payload: serde_json::to_vec(&change)? });
+                if records.len() >= SNAPSHOT_CHUNK_ROWS {
+                    self.context.appender.append(std::mem::take(&mut records)).await?;
+                }
+            }
+        }
+        if !records.is_empty() {
+            self.context.appender.append(records).await?;
+        }
+        if n > 0 {
+            tracing::info!(source = %self.name(), "snapshot: {n} rows an interrupted snapshot had copied are gone; deleted");
+        }
         Ok(())
     }
 
@@ -277,6 +331,40 @@ impl Source {
     }
 }
 
+/// Keys (as JSON text) by model that a source's changes in the log leave at the targets.
+#[derive(Debug, Default)]
+struct LoggedKeys(HashMap<String, std::collections::HashSet<String>>);
+
+impl LoggedKeys {
+    fn scan(log: &Log, source: &str) -> anyhow::Result<LoggedKeys> {
+        let mut keys = LoggedKeys::default();
+        for entry in log.reader(log.first_offset())? {
+            let entry = entry?;
+            let Decoded::Change(change) = record::decode(entry.kind, &entry.payload) else { continue };
+            if change.source != source {
+                continue;
+            }
+            let model = keys.0.entry(change.model).or_default();
+            match change.op {
+                Op::Upsert => model.insert(change.key.to_string()),
+                Op::Delete => model.remove(&change.key.to_string()),
+                Op::Truncate => {
+                    model.clear();
+                    true
+                }
+            };
+        }
+        Ok(keys)
+    }
+
+    /// The new snapshot holds this change's object.
+    fn copied(&mut self, change: &Change) {
+        if let Some(model) = self.0.get_mut(&change.model) {
+            model.remove(&change.key.to_string());
+        }
+    }
+}
+
 /// Appends snapshot rows in chunks and reports progress.
 struct SnapshotCopier<'a> {
     source: &'a Source,
@@ -287,10 +375,18 @@ struct SnapshotCopier<'a> {
     records: Vec<AppendRecord>,
     last_progress: Instant,
     started: Instant,
+    /// What earlier attempts logged; the keys this copy holds are taken out.
+    logged_keys: &'a mut LoggedKeys,
 }
 
 impl<'a> SnapshotCopier<'a> {
-    fn new(source: &'a Source, table: &'a TableBinding, lsn: u64, estimate: u64) -> Self {
+    fn new(
+        source: &'a Source,
+        table: &'a TableBinding,
+        lsn: u64,
+        estimate: u64,
+        logged_keys: &'a mut LoggedKeys,
+    ) -> Self {
         let now = Instant::now();
         SnapshotCopier {
             source,
@@ -301,6 +397,7 @@ impl<'a> SnapshotCopier<'a> {
             records: Vec::new(),
             last_progress: now,
             started: now,
+            logged_keys,
         }
     }
 
@@ -315,6 +412,7 @@ impl<'a> SnapshotCopier<'a> {
         self.rows += 1;
         match self.source.remix(self.table, Value::Object(row), Op::Upsert, &[], position) {
             Ok(change) => {
+                self.logged_keys.copied(&change);
                 self.records.push(AppendRecord { kind: KIND_CHANGE, payload: serde_json::to_vec(&change)? })
             }
             Err(letter) => self.source.dead_letter(letter).await?,
@@ -387,6 +485,28 @@ async fn ensure_publication(client: &tokio_postgres::Client, config: &PostgresSo
     Ok(())
 }
 
+/// Errors for the mapped columns the relation no longer has (dropped or renamed): without them a row
+/// would reach the targets with those fields missing, silently.
+fn missing_columns(table: &TableBinding, relation: &Relation) -> Vec<FieldError> {
+    table
+        .binding
+        .mapping
+        .source_paths()
+        .filter(|(_, path)| !relation.columns.iter().any(|c| c.name == path.root()))
+        .map(|(field, path)| FieldError {
+            path: format!("/{field}"),
+            message: format!(
+                "column \"{}\" is not in table {}.{} (dropped or renamed?); field \"{field}\" of model {} is \
+                 mapped from it",
+                path.root(),
+                relation.namespace,
+                relation.name,
+                table.binding.model
+            ),
+        })
+        .collect()
+}
+
 /// `<commit LSN>:<ordinal>` of a streamed change, parsed for comparison.
 fn parse_position(position: &str) -> Option<(u64, u64)> {
     let (lsn, ordinal) = position.split_once(':')?;
@@ -435,12 +555,26 @@ impl<'a> Streamer<'a> {
     }
 
     async fn run(mut self) -> anyhow::Result<()> {
+        let Err(error) = self.stream().await else { return self.finish().await };
+        self.source.progressed = self.confirmed > 0;
+        // The append in flight still lands: note its last position, so that the next session drops
+        // those changes when the server sends them again (they were not confirmed).
+        if let Some(inflight) = self.inflight.take() {
+            if let (Ok(Ok(_)), Some(position)) = (inflight.pending.await, inflight.last_position) {
+                self.source.context.indexes.set_last_position(self.source.name(), position);
+            }
+        }
+        Err(error)
+    }
+
+    /// Streams until shutdown (`Ok`) or an error.
+    async fn stream(&mut self) -> anyhow::Result<()> {
         let mut shutdown = self.source.shutdown.clone();
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         loop {
             let mut reply = false;
             tokio::select! {
-                _ = shutdown.changed() => return self.finish().await,
+                _ = shutdown.changed() => return Ok(()),
                 message = self.stream.recv() => reply = self.handle(message?).await?,
                 _ = tick.tick() => {}
             }
@@ -611,13 +745,20 @@ impl<'a> Streamer<'a> {
                         position.clone(),
                     ));
                 }
-                changes.push(self.source.remix(
-                    &table,
-                    Value::Object(row),
-                    Op::Upsert,
-                    &unchanged,
-                    position.clone(),
-                ));
+                let missing = missing_columns(&table, &relation);
+                changes.push(if missing.is_empty() {
+                    self.source.remix(&table, Value::Object(row), Op::Upsert, &unchanged, position.clone())
+                } else {
+                    Err(Box::new(DeadLetter {
+                        source: self.source.name().to_owned(),
+                        position: position.clone(),
+                        model: table.binding.model.clone(),
+                        route: format!("{}.{}", table.schema, table.table),
+                        errors: missing,
+                        input: Value::Object(row),
+                        op: Some(Op::Upsert),
+                    }))
+                });
             }
             _ => {
                 let row = old_row.ok_or_else(|| anyhow::anyhow!("a delete without its old key"))?;

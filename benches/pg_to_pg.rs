@@ -1,0 +1,357 @@
+//! PostgreSQL → PostgreSQL catch-up: Remix (the real binary: postgres source → log → postgres target)
+//! against PostgreSQL's own logical replication (publication/subscription), in one run, on three
+//! throwaway servers (remix-pgtest): the source, the native subscriber, and Remix's target.
+//!
+//! Both replicators start from the same point (their slots are created before any data), and each
+//! catch-up is timed alone, the other one stopped: N rows are inserted at the source in 1,000-row
+//! transactions, then native replication is enabled and timed until the subscriber has them all, then
+//! Remix is started and timed until its target has them all; then the same for an update of every
+//! row (1,000-row transactions). "Has them all" is the marker row the source commits after the load:
+//! both replicators apply in commit order (Remix's batches commit in log order, cursor included), so
+//! the marker is visible only when everything before it is. Afterwards the tables are compared with
+//! the source (count and an ordered checksum). Remix's peak RSS is its `VmHWM`.
+//!
+//! `cargo bench --bench pg_to_pg` (release build). `REMIX_BENCH_ROWS` (default 1,000,000) scales the
+//! load. Goals (SPEC section 9): inserts faster than native, updates in at most half of native's
+//! time, peak RSS under 256 MiB.
+
+use remix_pgtest::{PgOptions, PgServer};
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TABLE: &str = "CREATE TABLE bench (id bigint PRIMARY KEY, k integer NOT NULL, payload text NOT NULL, \
+                     v integer NOT NULL); CREATE TABLE marker (phase text PRIMARY KEY);";
+const TRANSACTION_ROWS: u64 = 1000;
+/// The same settings on every server: fewer checkpoints in the middle of a run.
+const SERVER_CONF: [&str; 3] =
+    ["max_wal_size = '8GB'", "checkpoint_timeout = '30min'", "shared_buffers = '256MB'"];
+const POLL: Duration = Duration::from_millis(20);
+const CATCH_UP_MAX: Duration = Duration::from_secs(900);
+
+const ROW_SCHEMA: &str = r#"{"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
+  "properties": {"id": {"type": "integer"}, "k": {"type": "integer"}, "payload": {"type": "string"},
+    "v": {"type": "integer"}},
+  "required": ["id", "k", "payload", "v"], "additionalProperties": false}"#;
+const MARKER_SCHEMA: &str = r#"{"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
+  "properties": {"phase": {"type": "string"}}, "required": ["phase"], "additionalProperties": false}"#;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn server() -> PgServer {
+    let options = SERVER_CONF.iter().fold(PgOptions::new(), |o, line| o.conf(*line));
+    let server = PgServer::start_with(options);
+    server.create_db("bench");
+    server.psql("bench", TABLE);
+    server
+}
+
+/// A running `remix run`; SIGKILLed if dropped while running.
+struct Remix {
+    child: Child,
+    admin: String,
+}
+
+impl Remix {
+    /// Starts `remix run`, its output appended to `remix.out` beside the configuration.
+    fn start(config: &Path, admin: &str) -> Remix {
+        let out = config.with_file_name("remix.out");
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(out).expect("remix.out");
+        let child = Command::new(env!("CARGO_BIN_EXE_remix"))
+            .args(["run", "--config", config.to_str().expect("utf-8 path")])
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("remix.out"))
+            .stderr(out)
+            .spawn()
+            .expect("start remix");
+        Remix { child, admin: admin.to_owned() }
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while http_get(&self.admin, "/readyz").map(|(status, _)| status) != Some(200) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("remix exited with {status}");
+            }
+            assert!(Instant::now() < deadline, "remix did not become ready");
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Peak resident set size so far, in bytes (`VmHWM`).
+    fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0);
+        kib * 1024
+    }
+
+    /// The log's durable offset, from the admin API (`cursor + lag_records` of the target).
+    fn durable_offset(&self) -> Option<u64> {
+        let (_, body) = http_get(&self.admin, "/targets")?;
+        let targets: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let target = targets.as_array()?.first()?;
+        Some(target["cursor"].as_u64()? + target["lag_records"].as_u64()?)
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.child.try_wait().ok().flatten().is_none() {
+            assert!(Instant::now() < deadline, "remix did not stop");
+            std::thread::sleep(POLL);
+        }
+    }
+}
+
+impl Drop for Remix {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A blocking `GET` over a raw TCP stream: `(status, body)`.
+fn http_get(host: &str, path: &str) -> Option<(u16, String)> {
+    let mut stream = std::net::TcpStream::connect(host).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    Some((status, body))
+}
+
+fn dechunk(mut data: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = data.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        data = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+fn has_marker(server: &PgServer, phase: &str) -> bool {
+    server.try_psql("bench", &format!("SELECT count(*) FROM marker WHERE phase = '{phase}'")).as_deref()
+        == Ok("1")
+}
+
+fn wait_marker(server: &PgServer, phase: &str, mut also: impl FnMut()) -> Duration {
+    let start = Instant::now();
+    while !has_marker(server, phase) {
+        assert!(start.elapsed() < CATCH_UP_MAX, "{phase}: no catch-up after {CATCH_UP_MAX:?}");
+        also();
+        std::thread::sleep(POLL);
+    }
+    start.elapsed()
+}
+
+/// Count and ordered checksum of the bench table.
+fn checksum(server: &PgServer) -> String {
+    server.psql(
+        "bench",
+        "SELECT count(*) || ' rows, ' || coalesce(md5(string_agg(concat_ws('|', id, k, payload, v), ',' ORDER BY id)), '-') \
+         FROM bench",
+    )
+}
+
+/// Commits the load at the source: `rows` inserts or an update of every row, 1,000 rows per
+/// transaction, then the marker row of the phase.
+fn load(source: &PgServer, phase: &str, rows: u64) -> Duration {
+    let start = Instant::now();
+    let batches = rows.div_ceil(TRANSACTION_ROWS);
+    let body = match phase {
+        "insert" => format!(
+            "INSERT INTO bench SELECT i, i % 1000, md5(i::text) || md5((i + 1)::text) || md5((i + 2)::text), 0 \
+             FROM generate_series(b * {TRANSACTION_ROWS} + 1, least((b + 1) * {TRANSACTION_ROWS}, {rows})) i"
+        ),
+        _ => format!(
+            "UPDATE bench SET v = v + 1, k = k + 1 WHERE id > b * {TRANSACTION_ROWS} AND id <= (b + 1) * {TRANSACTION_ROWS}"
+        ),
+    };
+    source.psql(
+        "bench",
+        &format!(
+            "CREATE OR REPLACE PROCEDURE load_{phase}() LANGUAGE plpgsql AS $$ BEGIN \
+             FOR b IN 0..{} LOOP {body}; COMMIT; END LOOP; END $$",
+            batches - 1
+        ),
+    );
+    source.psql("bench", &format!("CALL load_{phase}()"));
+    source.psql("bench", &format!("INSERT INTO marker VALUES ('{phase}')"));
+    start.elapsed()
+}
+
+fn set_subscription(native: &PgServer, enabled: bool) {
+    let verb = if enabled { "ENABLE" } else { "DISABLE" };
+    native.psql("bench", &format!("ALTER SUBSCRIPTION native {verb}"));
+    if !enabled {
+        // Wait for the apply worker to exit, so that it does not compete with Remix.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while native.psql("bench", "SELECT count(pid) FROM pg_stat_subscription WHERE subname = 'native'")
+            != "0"
+        {
+            assert!(Instant::now() < deadline, "the subscription's worker did not stop");
+            std::thread::sleep(POLL);
+        }
+    }
+}
+
+fn write_config(dir: &Path, source: &PgServer, target: &PgServer, admin: &str) -> std::path::PathBuf {
+    std::fs::write(dir.join("row.json"), ROW_SCHEMA).expect("write schema");
+    std::fs::write(dir.join("marker.json"), MARKER_SCHEMA).expect("write schema");
+    let config = format!(
+        r#"
+data_dir: "{data}"
+admin: {{ listen: "{admin}" }}
+models:
+  row: {{ schema: "{dir}/row.json", key: [id] }}
+  marker: {{ schema: "{dir}/marker.json", key: [phase] }}
+sources:
+  - name: bench_db
+    kind: postgres
+    dsn: "{source}"
+    slot: remix_bench
+    publication: remix_bench
+    snapshot: never
+    tables:
+      public.bench: {{ model: row }}
+      public.marker: {{ model: marker }}
+targets:
+  - name: warehouse
+    kind: postgres
+    dsn: "{target}"
+    batch: {{ records_max: 10000, linger_ms: 20 }}
+    models:
+      row: {{ table: public.bench }}
+      marker: {{ table: public.marker }}
+"#,
+        data = dir.join("data").display(),
+        dir = dir.display(),
+        source = source.dsn("bench"),
+        target = target.dsn("bench"),
+    );
+    let path = dir.join("remix.yaml");
+    std::fs::write(&path, config).expect("write config");
+    path
+}
+
+struct Phase {
+    name: &'static str,
+    load: Duration,
+    native: Duration,
+    remix: Duration,
+    /// When Remix's log held the whole phase (from Remix's start).
+    remix_log: Option<Duration>,
+}
+
+fn main() {
+    let rows: u64 = std::env::var("REMIX_BENCH_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    // `cargo bench` passes `--bench`; anything else (e.g. `cargo test --benches`) is a smoke run.
+    let rows = if std::env::args().any(|a| a == "--bench") { rows } else { rows.min(2000) };
+    eprintln!(
+        "pg_to_pg: {rows} rows, {TRANSACTION_ROWS}-row transactions; starting three PostgreSQL servers"
+    );
+    let source = server();
+    let native = server();
+    let target = server();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let admin = format!("127.0.0.1:{}", free_port());
+    let config = write_config(dir.path(), &source, &target, &admin);
+
+    source.psql("bench", "CREATE PUBLICATION native FOR TABLE bench, marker");
+    native.psql(
+        "bench",
+        &format!(
+            "CREATE SUBSCRIPTION native CONNECTION '{}' PUBLICATION native WITH (copy_data = false, enabled = false)",
+            source.dsn("bench")
+        ),
+    );
+    // Remix's first start creates its slot and publication; it then stops until its catch-up.
+    let mut remix = Remix::start(&config, &admin);
+    remix.wait_ready();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while source.psql("bench", "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'remix_bench'")
+        != "1"
+    {
+        assert!(Instant::now() < deadline, "remix did not create its slot");
+        std::thread::sleep(POLL);
+    }
+    remix.stop();
+
+    let mut phases = Vec::new();
+    let mut peak_rss = 0;
+    let mut expected_offset = 0;
+    for name in ["insert", "update"] {
+        let load_time = load(&source, name, rows);
+        expected_offset += rows + 1;
+        eprintln!("{name}: source load committed in {:.1} s", load_time.as_secs_f64());
+        source.psql("bench", "CHECKPOINT");
+        set_subscription(&native, true);
+        let native_time = wait_marker(&native, name, || {});
+        set_subscription(&native, false);
+        eprintln!("{name}: native caught up in {:.2} s", native_time.as_secs_f64());
+        let start = Instant::now();
+        let mut remix = Remix::start(&config, &admin);
+        let mut remix_log = None;
+        wait_marker(&target, name, || {
+            if remix_log.is_none() && remix.durable_offset().is_some_and(|o| o >= expected_offset) {
+                remix_log = Some(start.elapsed());
+            }
+        });
+        let remix_time = start.elapsed();
+        peak_rss = peak_rss.max(remix.peak_rss());
+        remix.stop();
+        eprintln!("{name}: remix caught up in {:.2} s", remix_time.as_secs_f64());
+        let expected = checksum(&source);
+        for (who, server) in [("native", &native), ("remix", &target)] {
+            let got = checksum(server);
+            assert_eq!(got, expected, "{name}: the {who} copy differs from the source");
+        }
+        phases.push(Phase { name, load: load_time, native: native_time, remix: remix_time, remix_log });
+    }
+
+    println!();
+    println!("PostgreSQL -> PostgreSQL catch-up, {rows} rows in {TRANSACTION_ROWS}-row transactions");
+    println!(
+        "{:<8} {:>10} {:>12} {:>12} {:>14} {:>13}  goal",
+        "phase", "load (s)", "native (s)", "remix (s)", "remix/native", "remix log (s)"
+    );
+    for p in &phases {
+        let ratio = p.remix.as_secs_f64() / p.native.as_secs_f64();
+        let (goal, limit) = if p.name == "insert" { ("< 1.00", 1.0) } else { ("<= 0.50", 0.5) };
+        let verdict = if ratio <= limit { "met" } else { "NOT met" };
+        println!(
+            "{:<8} {:>10.2} {:>12.2} {:>12.2} {:>14.2} {:>13}  {goal} {verdict}",
+            p.name,
+            p.load.as_secs_f64(),
+            p.native.as_secs_f64(),
+            p.remix.as_secs_f64(),
+            ratio,
+            p.remix_log.map_or("-".to_owned(), |d| format!("{:.2}", d.as_secs_f64())),
+        );
+    }
+    let mib = peak_rss as f64 / (1024.0 * 1024.0);
+    let verdict = if mib < 256.0 { "met" } else { "NOT met" };
+    println!("remix peak RSS (VmHWM): {mib:.0} MiB  goal < 256 MiB {verdict}");
+}

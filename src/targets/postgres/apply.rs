@@ -1,0 +1,362 @@
+//! Turning items into SQL: value encoding, statement text, and the order of statements in a batch.
+//!
+//! Every statement takes one `text[]` parameter per column and expands them with `unnest`, casting
+//! each column to the table's own type (`x."c0"::bigint`), so a statement's text depends only on the
+//! table and the set of columns, never on the data, and is prepared once per connection. Values
+//! become text the way the column's input function reads them: strings as they are, numbers and
+//! booleans as their JSON text, objects as JSON text; `json`/`jsonb` columns get every value as JSON
+//! text (a JSON string stays a JSON string); array columns get a PostgreSQL array literal built from a
+//! JSON array; `bytea` columns read base64 (the form the PostgreSQL source writes) through
+//! `decode(..., 'base64')`. JSON `null` is SQL `NULL`.
+
+use super::schema::{quote_ident, ColumnInfo, TablePlan};
+use crate::targets::Item;
+use serde_json::Value;
+use std::borrow::Cow;
+
+/// How a column's values are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// The column's text input: strings as is, other scalars as JSON text.
+    Text,
+    /// `json`/`jsonb`: every value as JSON text.
+    Json,
+    /// A PostgreSQL array literal from a JSON array.
+    Array,
+    /// base64 text, decoded by the server.
+    Bytea,
+}
+
+/// A table as the target writes it: the plan's columns, with the real column types.
+#[derive(Debug, Clone)]
+pub struct Table {
+    pub plan: TablePlan,
+    pub qualified: String,
+    pub columns: Vec<Column>,
+    /// Indices in `columns` of the key columns, in key order.
+    pub key: Vec<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Column {
+    pub name: String,
+    pub quoted: String,
+    /// The column's type as `format_type` prints it (usable in a cast).
+    pub sql_type: String,
+    pub encoding: Encoding,
+}
+
+impl Table {
+    /// Combines a plan with the catalog's view of its columns (every planned column must exist).
+    pub fn new(plan: TablePlan, real: &[ColumnInfo]) -> Table {
+        const BYTEA: u32 = 17;
+        const JSON: u32 = 114;
+        const JSONB: u32 = 3802;
+        let columns: Vec<Column> = plan
+            .columns
+            .iter()
+            .map(|spec| {
+                let info = real.iter().find(|c| c.name == spec.name);
+                let (sql_type, encoding) = match info {
+                    Some(c) if c.type_oid == JSON || c.type_oid == JSONB => {
+                        (c.sql_type.clone(), Encoding::Json)
+                    }
+                    Some(c) if c.type_oid == BYTEA => (c.sql_type.clone(), Encoding::Bytea),
+                    Some(c) if c.category == 'A' => (c.sql_type.clone(), Encoding::Array),
+                    Some(c) => (c.sql_type.clone(), Encoding::Text),
+                    None => (spec.json.sql_type().to_owned(), Encoding::Text),
+                };
+                Column { name: spec.name.clone(), quoted: quote_ident(&spec.name), sql_type, encoding }
+            })
+            .collect();
+        let key = plan
+            .key
+            .iter()
+            .map(|k| columns.iter().position(|c| &c.name == k).expect("key columns are planned"))
+            .collect();
+        Table { qualified: plan.qualified(), plan, columns, key }
+    }
+
+    fn is_key(&self, column: usize) -> bool {
+        self.key.contains(&column)
+    }
+
+    /// `SELECT <typed columns> FROM unnest($1::text[], ...) AS x(...)`, for `cols`.
+    fn source(&self, cols: &[usize]) -> String {
+        let mut exprs = Vec::with_capacity(cols.len());
+        let mut params = Vec::with_capacity(cols.len());
+        let mut aliases = Vec::with_capacity(cols.len());
+        for (i, &c) in cols.iter().enumerate() {
+            let column = &self.columns[c];
+            let raw = format!("x.\"c{i}\"");
+            let expr = match column.encoding {
+                Encoding::Bytea => format!("decode({raw}, 'base64')"),
+                _ if column.sql_type == "text" => raw,
+                _ => format!("{raw}::{}", column.sql_type),
+            };
+            exprs.push(format!("{expr} AS {}", column.quoted));
+            params.push(format!("${}::text[]", i + 1));
+            aliases.push(format!("\"c{i}\""));
+        }
+        format!("SELECT {} FROM unnest({}) AS x({})", exprs.join(", "), params.join(", "), aliases.join(", "))
+    }
+
+    fn names(&self, cols: &[usize]) -> String {
+        cols.iter().map(|&c| self.columns[c].quoted.as_str()).collect::<Vec<_>>().join(", ")
+    }
+
+    fn key_match(&self, left: &str, right: &str) -> String {
+        self.key
+            .iter()
+            .map(|&k| format!("{left}.{q} = {right}.{q}", q = self.columns[k].quoted))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    }
+
+    fn set_list(&self, cols: &[usize], from: &str) -> Vec<String> {
+        cols.iter()
+            .filter(|&&c| !self.is_key(c))
+            .map(|&c| format!("{q} = {from}.{q}", q = self.columns[c].quoted))
+            .collect()
+    }
+
+    /// A plain `INSERT` (fails on an existing key).
+    pub fn insert_sql(&self, cols: &[usize]) -> String {
+        format!("INSERT INTO {} ({}) {}", self.qualified, self.names(cols), self.source(cols))
+    }
+
+    /// `UPDATE` of the rows whose key is given; `None` when `cols` holds only key columns.
+    pub fn update_sql(&self, cols: &[usize]) -> Option<String> {
+        let set = self.set_list(cols, "s");
+        if set.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "UPDATE {} AS remix_t SET {} FROM ({}) AS s WHERE {}",
+            self.qualified,
+            set.join(", "),
+            self.source(cols),
+            self.key_match("remix_t", "s")
+        ))
+    }
+
+    /// `INSERT` of the rows whose key the table lacks (an upsert on the key for safety).
+    pub fn insert_missing_sql(&self, cols: &[usize]) -> String {
+        let set = self.set_list(cols, "EXCLUDED");
+        let keys: Vec<&str> = self.key.iter().map(|&k| self.columns[k].quoted.as_str()).collect();
+        let action =
+            if set.is_empty() { "NOTHING".to_owned() } else { format!("UPDATE SET {}", set.join(", ")) };
+        format!(
+            "INSERT INTO {t} ({names}) SELECT * FROM ({source}) AS s WHERE NOT EXISTS \
+             (SELECT 1 FROM {t} AS remix_e WHERE {matching}) ON CONFLICT ({keys}) DO {action}",
+            t = self.qualified,
+            names = self.names(cols),
+            source = self.source(cols),
+            matching = self.key_match("remix_e", "s"),
+            keys = keys.join(", "),
+        )
+    }
+
+    pub fn delete_sql(&self) -> String {
+        format!(
+            "DELETE FROM {} AS remix_t USING ({}) AS s WHERE {}",
+            self.qualified,
+            self.source(&self.key),
+            self.key_match("remix_t", "s")
+        )
+    }
+
+    pub fn truncate_sql(&self) -> String {
+        format!("TRUNCATE {}", self.qualified)
+    }
+
+    /// The columns an upsert writes: every column but those the item leaves unchanged.
+    pub fn upsert_columns(&self, item: &Item) -> Vec<usize> {
+        (0..self.columns.len())
+            .filter(|&c| self.is_key(c) || !item.unchanged.iter().any(|u| u == &self.columns[c].name))
+            .collect()
+    }
+
+    /// One `text[]` per column of `cols`, a value per item (from `data`, keys also from `key`).
+    pub fn params<'i>(&self, cols: &[usize], items: &[&'i Item]) -> Vec<Vec<Option<Cow<'i, str>>>> {
+        cols.iter()
+            .map(|&c| {
+                let column = &self.columns[c];
+                items
+                    .iter()
+                    .map(|item| {
+                        let value = item
+                            .data
+                            .as_ref()
+                            .and_then(|d| d.get(&column.name))
+                            .or_else(|| item.key.get(&column.name));
+                        value.and_then(|v| encode(v, column.encoding))
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The key columns of deletes.
+    pub fn key_params<'i>(&self, items: &[&'i Item]) -> Vec<Vec<Option<Cow<'i, str>>>> {
+        self.key
+            .iter()
+            .map(|&c| {
+                let column = &self.columns[c];
+                items
+                    .iter()
+                    .map(|item| item.key.get(&column.name).and_then(|v| encode(v, column.encoding)))
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// The text a column of `encoding` reads `value` from; `None` for SQL `NULL`.
+pub fn encode(value: &Value, encoding: Encoding) -> Option<Cow<'_, str>> {
+    match (value, encoding) {
+        (Value::Null, _) => None,
+        (Value::String(s), Encoding::Text | Encoding::Bytea | Encoding::Array) => Some(Cow::Borrowed(s)),
+        (Value::Array(items), Encoding::Array) => {
+            let mut out = String::new();
+            array_literal(items, &mut out);
+            Some(Cow::Owned(out))
+        }
+        (Value::Number(n), Encoding::Text | Encoding::Array | Encoding::Bytea) => {
+            Some(Cow::Owned(n.to_string()))
+        }
+        (Value::Bool(b), Encoding::Text | Encoding::Array | Encoding::Bytea) => {
+            Some(Cow::Borrowed(if *b { "true" } else { "false" }))
+        }
+        (other, _) => Some(Cow::Owned(other.to_string())),
+    }
+}
+
+/// A PostgreSQL array literal (`{"a","b",NULL}`, nested for nested arrays).
+fn array_literal(items: &[Value], out: &mut String) {
+    out.push('{');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        match item {
+            Value::Null => out.push_str("NULL"),
+            Value::Array(inner) => array_literal(inner, out),
+            Value::String(s) => quote_element(s, out),
+            other => quote_element(&other.to_string(), out),
+        }
+    }
+    out.push('}');
+}
+
+fn quote_element(text: &str, out: &mut String) {
+    out.push('"');
+    for ch in text.chars() {
+        if ch == '"' || ch == '\\' {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Op;
+    use crate::targets::postgres::schema::{ColumnSpec, JsonType};
+    use serde_json::json;
+
+    fn table() -> Table {
+        let plan = TablePlan {
+            model: "order".into(),
+            schema: "analytics".into(),
+            table: "orders".into(),
+            columns: vec![
+                ColumnSpec { name: "order_id".into(), json: JsonType::Integer, nullable: false },
+                ColumnSpec { name: "note".into(), json: JsonType::String, nullable: true },
+                ColumnSpec { name: "doc".into(), json: JsonType::Json, nullable: true },
+                ColumnSpec { name: "tags".into(), json: JsonType::Json, nullable: true },
+                ColumnSpec { name: "blob".into(), json: JsonType::String, nullable: true },
+            ],
+            key: vec!["order_id".into()],
+        };
+        let info = |name: &str, sql_type: &str, type_oid: u32, category: char| ColumnInfo {
+            name: name.into(),
+            sql_type: sql_type.into(),
+            type_oid,
+            category,
+            not_null: false,
+            has_default: false,
+            generated: false,
+        };
+        let real = vec![
+            info("order_id", "bigint", 20, 'N'),
+            info("note", "text", 25, 'S'),
+            info("doc", "jsonb", 3802, 'U'),
+            info("tags", "text[]", 1009, 'A'),
+            info("blob", "bytea", 17, 'U'),
+        ];
+        Table::new(plan, &real)
+    }
+
+    #[test]
+    fn statements_quote_identifiers_and_bind_every_value() {
+        let t = table();
+        assert_eq!(
+            t.insert_sql(&[0, 1]),
+            "INSERT INTO \"analytics\".\"orders\" (\"order_id\", \"note\") SELECT x.\"c0\"::bigint AS \
+             \"order_id\", x.\"c1\" AS \"note\" FROM unnest($1::text[], $2::text[]) AS x(\"c0\", \"c1\")"
+        );
+        assert_eq!(
+            t.update_sql(&[0, 4]).unwrap(),
+            "UPDATE \"analytics\".\"orders\" AS remix_t SET \"blob\" = s.\"blob\" FROM (SELECT \
+             x.\"c0\"::bigint AS \"order_id\", decode(x.\"c1\", 'base64') AS \"blob\" FROM \
+             unnest($1::text[], $2::text[]) AS x(\"c0\", \"c1\")) AS s WHERE remix_t.\"order_id\" = \
+             s.\"order_id\""
+        );
+        assert_eq!(t.update_sql(&[0]), None);
+        assert!(t.insert_missing_sql(&[0]).ends_with("ON CONFLICT (\"order_id\") DO NOTHING"));
+        assert!(t
+            .insert_missing_sql(&[0, 2])
+            .ends_with("ON CONFLICT (\"order_id\") DO UPDATE SET \"doc\" = EXCLUDED.\"doc\""));
+        assert_eq!(
+            t.delete_sql(),
+            "DELETE FROM \"analytics\".\"orders\" AS remix_t USING (SELECT x.\"c0\"::bigint AS \
+             \"order_id\" FROM unnest($1::text[]) AS x(\"c0\")) AS s WHERE remix_t.\"order_id\" = \
+             s.\"order_id\""
+        );
+        assert_eq!(t.truncate_sql(), "TRUNCATE \"analytics\".\"orders\"");
+    }
+
+    #[test]
+    fn values_are_encoded_for_their_column() {
+        let t = table();
+        let item = Item {
+            offset: 1,
+            timestamp_ms: 0,
+            model: "order".into(),
+            op: Op::Upsert,
+            key: json!({"order_id": 7}),
+            data: json!({"order_id": 7, "note": 12.5, "doc": "text", "tags": ["a\"b", null, "c\\d"], "blob": "AAE="})
+                .as_object()
+                .cloned(),
+            unchanged: vec!["doc".into()],
+        };
+        let cols = t.upsert_columns(&item);
+        assert_eq!(cols, [0, 1, 3, 4]);
+        let params = t.params(&cols, &[&item]);
+        let values: Vec<Option<&str>> = params.iter().map(|p| p[0].as_deref()).collect();
+        assert_eq!(values, [Some("7"), Some("12.5"), Some(r#"{"a\"b",NULL,"c\\d"}"#), Some("AAE=")]);
+        assert_eq!(encode(&json!("text"), Encoding::Json).as_deref(), Some("\"text\""));
+        assert_eq!(encode(&json!({"a": [1]}), Encoding::Text).as_deref(), Some(r#"{"a":[1]}"#));
+        assert_eq!(encode(&json!(true), Encoding::Text).as_deref(), Some("true"));
+        assert_eq!(encode(&json!(null), Encoding::Json), None);
+        assert_eq!(
+            encode(&json!([[1, 2], [3, 4]]), Encoding::Array).as_deref(),
+            Some(r#"{{"1","2"},{"3","4"}}"#)
+        );
+        let keys = t.key_params(&[&item]);
+        assert_eq!(keys, vec![vec![Some(Cow::Borrowed("7"))]]);
+    }
+}
