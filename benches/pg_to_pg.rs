@@ -312,7 +312,7 @@ fn main() {
         set_subscription(&native, false);
         eprintln!("{name}: native caught up in {:.2} s", native_time.as_secs_f64());
         let start = Instant::now();
-        let mut remix = Remix::start(&config, &admin);
+        let remix = Remix::start(&config, &admin);
         let mut remix_log = None;
         wait_marker(&target, name, || {
             if remix_log.is_none() && remix.durable_offset().is_some_and(|o| o >= expected_offset) {

@@ -263,7 +263,10 @@ fn stripe_model(
     let key_field = nonempty(cx, raw.key_field, &p.key("key_field")).unwrap_or_else(|| "id".into());
     let mapping = out_mapping(cx, m, raw.fields.as_ref(), p)?;
     if !mapping.is_identity() && !mapping.output_fields().any(|f| f == key_field) {
-        cx.err(&p.key("fields"), format!("must map the model key to key_field '{key_field}' (e.g. {key_field}: id)"));
+        cx.err(
+            &p.key("fields"),
+            format!("must map the model key to key_field '{key_field}' (e.g. {key_field}: id)"),
+        );
     }
     Some(StripeOutput { object: object?, key_field, mapping })
 }

@@ -150,6 +150,8 @@ impl Failure {
 }
 
 type Column<'i> = Vec<Option<Cow<'i, str>>>;
+/// Upserts of one model writing one set of columns (indices in the table's columns).
+type UpsertGroup<'i> = ((&'i str, Vec<usize>), Vec<&'i Item>);
 
 impl PostgresTarget {
     pub fn new(
@@ -397,7 +399,7 @@ impl PostgresTarget {
     /// Applies items without truncates: one key at most once (collapsed).
     async fn apply_run(&mut self, items: &[Item]) -> Result<(), Failure> {
         let mut deletes: Vec<(&str, Vec<&Item>)> = Vec::new();
-        let mut upserts: Vec<((&str, Vec<usize>), Vec<&Item>)> = Vec::new();
+        let mut upserts: Vec<UpsertGroup<'_>> = Vec::new();
         for item in items {
             let table = self.table(&item.model)?;
             match item.op {
@@ -550,7 +552,7 @@ impl Target for PostgresTarget {
 fn classify(e: &tokio_postgres::Error) -> Failure {
     let message = describe(e);
     let Some(code) = e.code().map(|c| c.code()) else {
-        return Failure::Broken(message);
+        return Failure::Broken(format!("target database connection: {message}"));
     };
     if e.is_closed() || code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03") {
         return Failure::Broken(message);
