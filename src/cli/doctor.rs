@@ -66,7 +66,7 @@ pub async fn run(config: &Config, out: &mut Out) -> anyhow::Result<Exit> {
     }
     for target in &config.targets {
         if let TargetConfig::Postgres(pg) = target {
-            check_target(pg, &mut report).await;
+            check_target(pg, config, &mut report).await;
         }
     }
     let failed = report.checks.iter().any(|c| c.status == Status::Fail);
@@ -323,51 +323,28 @@ fn status_text(status: &str) -> &str {
     }
 }
 
-async fn check_target(pg: &PostgresTarget, report: &mut Report) {
+async fn check_target(pg: &PostgresTarget, config: &Config, report: &mut Report) {
     let subject = format!("target {}", pg.common.name);
     let Some(client) = connect(&pg.dsn, &subject, report).await else { return };
-    for (model, output) in &pg.models {
-        let check = format!("table {}.{}", output.schema, output.table);
-        let columns: Vec<String> = match client
-            .query(
-                "SELECT column_name::text FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2",
-                &[&output.schema, &output.table],
-            )
-            .await
-        {
-            Ok(rows) => rows.iter().map(|r| r.get(0)).collect(),
-            Err(e) => {
-                report.add(&subject, &check, Status::Warn, format!("cannot inspect: {e}"), None);
-                continue;
-            }
-        };
-        if columns.is_empty() {
-            let (status, message) = if pg.create_tables {
-                (Status::Ok, "does not exist yet (create_tables creates it)".to_owned())
-            } else {
-                (Status::Fail, format!("does not exist (model {model})"))
-            };
-            report.add(
-                &subject,
-                &check,
-                status,
-                message,
-                (!pg.create_tables).then(|| "create it, or set create_tables: true".to_owned()),
-            );
-            continue;
+    let problems = match crate::targets::postgres::verify(&client, pg, &config.models).await {
+        Ok(problems) => problems,
+        Err(e) => return report.add(&subject, "tables", Status::Warn, format!("cannot inspect: {e}"), None),
+    };
+    for output in pg.models.values() {
+        let table = format!("{}.{}", output.schema, output.table);
+        let check = format!("table {table}");
+        let mut found = false;
+        for (_, problem) in problems.iter().filter(|(t, _)| *t == table) {
+            found = true;
+            report.add(&subject, &check, Status::Fail, problem.message.clone(), problem.fix.clone());
         }
-        let missing: Vec<&str> =
-            output.mapping.output_fields().filter(|f| !columns.iter().any(|c| c == f)).collect();
-        if missing.is_empty() {
-            report.ok(&subject, &check, format!("{} columns, every mapped field present", columns.len()));
-        } else {
-            report.add(
-                &subject,
-                &check,
-                Status::Fail,
-                format!("missing columns: {}", missing.join(", ")),
-                Some("add the columns, or change the mapping".into()),
-            );
+        if !found {
+            let message = if pg.create_tables {
+                "present or created at start"
+            } else {
+                "columns and types fit the mapping"
+            };
+            report.ok(&subject, &check, message);
         }
     }
 }

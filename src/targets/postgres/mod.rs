@@ -21,7 +21,13 @@
 //! by an `INSERT ... WHERE NOT EXISTS ... ON CONFLICT (key) DO UPDATE` of the missing ones. Values are
 //! always bound as parameters (one `text[]` per column, see [`apply`]); identifiers are always quoted.
 //! The session uses `plan_cache_mode = force_generic_plan`, so the join on the key is always an index
-//! lookup per row whatever the batch size.
+//! lookup per row whatever the batch size. Measured on PostgreSQL 15, 1M rows in 5,000-row statements
+//! (server side): plain `INSERT` 1.7 s, `INSERT ... ON CONFLICT DO UPDATE` of new rows 2.7-3.3 s; for
+//! existing rows `UPDATE ... FROM` 4.8-5.0 s and `ON CONFLICT DO UPDATE` 5.0-5.6 s; `MERGE` with a
+//! custom plan 10-15 s (hash join); typed arrays (`bigint[]`) no faster than `text[]` with casts.
+//!
+//! One connection: the worker applies one batch at a time, so a pool would sit idle. It is dropped on
+//! any connection-level error and made again (with the whole table check) by the next `apply`.
 //!
 //! A partial upsert (unchanged TOAST values at the source) writes only the columns it carries: its
 //! group's `UPDATE` leaves the others alone. If the row is missing at the target, the insert writes the
