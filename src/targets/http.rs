@@ -244,7 +244,7 @@ async fn outcome(response: reqwest::Response) -> Result<(), TargetError> {
     }
     let retry_after = response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let text = response.text().await.unwrap_or_default();
-    let mut message = format!("HTTP {}: {}", status.as_u16(), excerpt(&text));
+    let mut message = format!("HTTP {}: {}", status.as_u16(), excerpt(&text, EXCERPT_CHARS));
     let transient = matches!(status.as_u16(), 408 | 409 | 425 | 429) || status.is_server_error();
     if !transient {
         return Err(TargetError::Permanent { item: None, message });
@@ -255,17 +255,17 @@ async fn outcome(response: reqwest::Response) -> Result<(), TargetError> {
     Err(TargetError::Transient(message))
 }
 
-/// The start of a response body on one line.
-fn excerpt(text: &str) -> String {
+/// The start of a response body on one line, at most `chars_max` characters (then `...`).
+pub(crate) fn excerpt(text: &str, chars_max: usize) -> String {
     let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    match flat.char_indices().nth(EXCERPT_CHARS) {
+    match flat.char_indices().nth(chars_max) {
         Some((end, _)) => format!("{}...", &flat[..end]),
         None => flat,
     }
 }
 
 /// An error and its causes, `: `-separated.
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -594,8 +594,8 @@ mod tests {
 
     #[test]
     fn excerpts_are_short_and_on_one_line() {
-        assert_eq!(excerpt("a\n  b\tc"), "a b c");
+        assert_eq!(excerpt("a\n  b\tc", EXCERPT_CHARS), "a b c");
         let long = "é".repeat(500);
-        assert_eq!(excerpt(&long).chars().count(), EXCERPT_CHARS + 3);
+        assert_eq!(excerpt(&long, EXCERPT_CHARS).chars().count(), EXCERPT_CHARS + 3);
     }
 }

@@ -2,6 +2,7 @@
 //! secret key as a bearer token, form-encoded bodies, and Stripe's rate-limit answers respected
 //! (429: wait for `Retry-After`, or a second when it is absent, then try again).
 
+use crate::targets::http::{error_chain, excerpt};
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use serde_json::{Map, Value};
 use std::time::Duration;
@@ -153,7 +154,7 @@ impl Api {
             let detail = error
                 .and_then(|e| e.get("message"))
                 .and_then(Value::as_str)
-                .map_or_else(|| excerpt(&text), str::to_owned);
+                .map_or_else(|| excerpt(&text, EXCERPT_CHARS), str::to_owned);
             return Err(ApiError::Status {
                 status,
                 kind,
@@ -210,24 +211,6 @@ fn flatten(key: String, value: &Value, pairs: &mut Vec<(String, String)>) {
         Value::Bool(b) => pairs.push((key, b.to_string())),
         Value::Number(n) => pairs.push((key, n.to_string())),
     }
-}
-
-fn excerpt(text: &str) -> String {
-    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    match flat.char_indices().nth(EXCERPT_CHARS) {
-        Some((end, _)) => format!("{}...", &flat[..end]),
-        None => flat,
-    }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
