@@ -12,86 +12,22 @@
 //! `cargo bench --bench pg_source` (release build). `REMIX_BENCH_ROWS` (default 1,000,000) scales the
 //! load. Goal (SPEC section 9): Remix's rate at least 80% of `pg_recvlogical`'s.
 
+mod support;
+
 use remix_pgtest::{PgOptions, PgServer};
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+use support::{free_port, Remix, POLL};
 
 const TRANSACTION_ROWS: u64 = 1000;
 const SERVER_CONF: [&str; 3] =
     ["max_wal_size = '8GB'", "checkpoint_timeout = '30min'", "shared_buffers = '256MB'"];
-const POLL: Duration = Duration::from_millis(20);
 const CATCH_UP_MAX: Duration = Duration::from_secs(900);
 const ROW_SCHEMA: &str = r#"{"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
   "properties": {"id": {"type": "integer"}, "k": {"type": "integer"}, "payload": {"type": "string"},
     "v": {"type": "integer"}},
   "required": ["id", "k", "payload", "v"], "additionalProperties": false}"#;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
-/// A running `remix run`; SIGKILLed if dropped while running.
-struct Remix {
-    child: Child,
-    admin: String,
-}
-
-impl Remix {
-    fn start(config: &Path, admin: &str) -> Remix {
-        let out = config.with_file_name("remix.out");
-        let out = std::fs::OpenOptions::new().create(true).append(true).open(out).expect("remix.out");
-        let child = Command::new(env!("CARGO_BIN_EXE_remix"))
-            .args(["run", "--config", config.to_str().expect("utf-8 path")])
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("remix.out"))
-            .stderr(out)
-            .spawn()
-            .expect("start remix");
-        Remix { child, admin: admin.to_owned() }
-    }
-
-    /// `remix_log_durable_offset` from `/metrics`, once the admin API answers.
-    fn durable_offset(&mut self) -> Option<u64> {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!("remix exited with {status}");
-        }
-        let body = http_get(&self.admin, "/metrics")?;
-        let line = body.lines().find(|l| l.starts_with("remix_log_durable_offset "))?;
-        line.split_whitespace().nth(1)?.parse::<f64>().ok().map(|v| v as u64)
-    }
-
-    fn stop(mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while self.child.try_wait().ok().flatten().is_none() {
-            assert!(Instant::now() < deadline, "remix did not stop");
-            std::thread::sleep(POLL);
-        }
-    }
-}
-
-impl Drop for Remix {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// A blocking `GET` over a raw TCP stream (HTTP/1.0: no chunked answer); the body of a 200.
-fn http_get(host: &str, path: &str) -> Option<String> {
-    let mut stream = std::net::TcpStream::connect(host).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes()).ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    (head.split(' ').nth(1)? == "200").then(|| body.to_owned())
-}
 
 fn write_config(dir: &Path, source: &PgServer, admin: &str) -> std::path::PathBuf {
     std::fs::write(dir.join("row.json"), ROW_SCHEMA).expect("write schema");
@@ -145,7 +81,7 @@ fn main() {
     // Remix's first start creates its slot and publication; the anchor gets a slot of its own.
     let mut remix = Remix::start(&config, &admin);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while remix.durable_offset().is_none()
+    while remix.log_durable_offset().is_none()
         || source.psql("bench", "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'remix_bench'")
             != "1"
     {
@@ -174,11 +110,12 @@ fn main() {
 
     let started = Instant::now();
     let mut remix = Remix::start(&config, &admin);
-    while remix.durable_offset().is_none_or(|offset| offset < rows) {
+    while remix.log_durable_offset().is_none_or(|offset| offset < rows) {
         assert!(started.elapsed() < CATCH_UP_MAX, "remix: no catch-up after {CATCH_UP_MAX:?}");
         std::thread::sleep(POLL);
     }
     let remix_time = started.elapsed();
+    let remix_cpu = remix.cpu_time();
     remix.stop();
     let records = stdout_of(
         Command::new(env!("CARGO_BIN_EXE_remix")).args(["log", "stat", "--json", "--config"]).arg(&config),
@@ -213,6 +150,7 @@ fn main() {
         rate(recv_time),
         recv_bytes as f64 / (1024.0 * 1024.0)
     );
+    println!("remix CPU time (user + system): {:.2} s", remix_cpu.as_secs_f64());
     let verdict = if ratio >= 0.8 { "met" } else { "NOT met" };
     println!("remix / pg_recvlogical rate: {ratio:.2}  goal >= 0.80 {verdict}");
 }

@@ -15,12 +15,12 @@
 //! load. Goals (SPEC section 9): inserts faster than native, updates in at most half of native's
 //! time, peak RSS under 256 MiB.
 
+mod support;
+
 use remix_pgtest::{PgOptions, PgServer};
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use support::{free_port, Remix, POLL};
 
 const TABLE: &str = "CREATE TABLE bench (id bigint PRIMARY KEY, k integer NOT NULL, payload text NOT NULL, \
                      v integer NOT NULL); CREATE TABLE marker (phase text PRIMARY KEY);";
@@ -28,7 +28,6 @@ const TRANSACTION_ROWS: u64 = 1000;
 /// The same settings on every server: fewer checkpoints in the middle of a run.
 const SERVER_CONF: [&str; 3] =
     ["max_wal_size = '8GB'", "checkpoint_timeout = '30min'", "shared_buffers = '256MB'"];
-const POLL: Duration = Duration::from_millis(20);
 const CATCH_UP_MAX: Duration = Duration::from_secs(900);
 
 const ROW_SCHEMA: &str = r#"{"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
@@ -38,10 +37,6 @@ const ROW_SCHEMA: &str = r#"{"$schema": "https://json-schema.org/draft/2020-12/s
 const MARKER_SCHEMA: &str = r#"{"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
   "properties": {"phase": {"type": "string"}}, "required": ["phase"], "additionalProperties": false}"#;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
 fn server() -> PgServer {
     let options = SERVER_CONF.iter().fold(PgOptions::new(), |o, line| o.conf(*line));
     let server = PgServer::start_with(options);
@@ -50,120 +45,41 @@ fn server() -> PgServer {
     server
 }
 
-/// A running `remix run`; SIGKILLed if dropped while running.
-struct Remix {
-    child: Child,
-    admin: String,
+/// A connection kept open to ask for the marker: a `psql` process per poll would cost more CPU than
+/// the query, on the same cores as what is timed.
+struct Poller {
+    runtime: tokio::runtime::Runtime,
+    client: tokio_postgres::Client,
 }
 
-impl Remix {
-    /// Starts `remix run`, its output appended to `remix.out` beside the configuration.
-    fn start(config: &Path, admin: &str) -> Remix {
-        let out = config.with_file_name("remix.out");
-        let out = std::fs::OpenOptions::new().create(true).append(true).open(out).expect("remix.out");
-        let child = Command::new(env!("CARGO_BIN_EXE_remix"))
-            .args(["run", "--config", config.to_str().expect("utf-8 path")])
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("remix.out"))
-            .stderr(out)
-            .spawn()
-            .expect("start remix");
-        Remix { child, admin: admin.to_owned() }
+impl Poller {
+    fn connect(server: &PgServer) -> Poller {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        // A current-thread runtime drives the connection task during each `block_on`.
+        let client = runtime.block_on(async {
+            let (client, connection) =
+                tokio_postgres::connect(&server.dsn("bench"), tokio_postgres::NoTls).await.expect("connect");
+            tokio::spawn(connection);
+            client
+        });
+        Poller { runtime, client }
     }
 
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while http_get(&self.admin, "/readyz").map(|(status, _)| status) != Some(200) {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("remix exited with {status}");
-            }
-            assert!(Instant::now() < deadline, "remix did not become ready");
+    fn has_marker(&self, phase: &str) -> bool {
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&phase];
+        let query = self.client.query_opt("SELECT 1 FROM marker WHERE phase = $1", &params);
+        self.runtime.block_on(query).is_ok_and(|row| row.is_some())
+    }
+
+    fn wait_marker(&self, phase: &str, mut also: impl FnMut()) -> Duration {
+        let start = Instant::now();
+        while !self.has_marker(phase) {
+            assert!(start.elapsed() < CATCH_UP_MAX, "{phase}: no catch-up after {CATCH_UP_MAX:?}");
+            also();
             std::thread::sleep(POLL);
         }
+        start.elapsed()
     }
-
-    /// Peak resident set size so far, in bytes (`VmHWM`).
-    fn peak_rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        let kib: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0);
-        kib * 1024
-    }
-
-    /// The log's durable offset, from the admin API (`cursor + lag_records` of the target).
-    fn durable_offset(&self) -> Option<u64> {
-        let (_, body) = http_get(&self.admin, "/targets")?;
-        let targets: serde_json::Value = serde_json::from_str(&body).ok()?;
-        let target = targets.as_array()?.first()?;
-        Some(target["cursor"].as_u64()? + target["lag_records"].as_u64()?)
-    }
-
-    fn stop(mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while self.child.try_wait().ok().flatten().is_none() {
-            assert!(Instant::now() < deadline, "remix did not stop");
-            std::thread::sleep(POLL);
-        }
-    }
-}
-
-impl Drop for Remix {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// A blocking `GET` over a raw TCP stream: `(status, body)`.
-fn http_get(host: &str, path: &str) -> Option<(u16, String)> {
-    let mut stream = std::net::TcpStream::connect(host).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split(' ').nth(1)?.parse().ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
-    Some((status, body))
-}
-
-fn dechunk(mut data: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = data.split_once("\r\n") {
-        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if size == 0 || rest.len() < size {
-            break;
-        }
-        out.push_str(&rest[..size]);
-        data = rest[size..].trim_start_matches("\r\n");
-    }
-    out
-}
-
-fn has_marker(server: &PgServer, phase: &str) -> bool {
-    server.try_psql("bench", &format!("SELECT count(*) FROM marker WHERE phase = '{phase}'")).as_deref()
-        == Ok("1")
-}
-
-fn wait_marker(server: &PgServer, phase: &str, mut also: impl FnMut()) -> Duration {
-    let start = Instant::now();
-    while !has_marker(server, phase) {
-        assert!(start.elapsed() < CATCH_UP_MAX, "{phase}: no catch-up after {CATCH_UP_MAX:?}");
-        also();
-        std::thread::sleep(POLL);
-    }
-    start.elapsed()
 }
 
 /// Count and ordered checksum of the bench table.
@@ -263,6 +179,8 @@ struct Phase {
     remix: Duration,
     /// When Remix's log held the whole phase (from Remix's start).
     remix_log: Option<Duration>,
+    /// CPU time Remix used for the phase.
+    remix_cpu: Duration,
 }
 
 fn main() {
@@ -299,6 +217,8 @@ fn main() {
     }
     remix.stop();
 
+    let native_poller = Poller::connect(&native);
+    let target_poller = Poller::connect(&target);
     let mut phases = Vec::new();
     let mut peak_rss = 0;
     let mut expected_offset = 0;
@@ -308,19 +228,20 @@ fn main() {
         eprintln!("{name}: source load committed in {:.1} s", load_time.as_secs_f64());
         source.psql("bench", "CHECKPOINT");
         set_subscription(&native, true);
-        let native_time = wait_marker(&native, name, || {});
+        let native_time = native_poller.wait_marker(name, || {});
         set_subscription(&native, false);
         eprintln!("{name}: native caught up in {:.2} s", native_time.as_secs_f64());
         let start = Instant::now();
         let remix = Remix::start(&config, &admin);
         let mut remix_log = None;
-        wait_marker(&target, name, || {
-            if remix_log.is_none() && remix.durable_offset().is_some_and(|o| o >= expected_offset) {
+        target_poller.wait_marker(name, || {
+            if remix_log.is_none() && remix.target_durable_offset().is_some_and(|o| o >= expected_offset) {
                 remix_log = Some(start.elapsed());
             }
         });
         let remix_time = start.elapsed();
         peak_rss = peak_rss.max(remix.peak_rss());
+        let remix_cpu = remix.cpu_time();
         remix.stop();
         eprintln!("{name}: remix caught up in {:.2} s", remix_time.as_secs_f64());
         let expected = checksum(&source);
@@ -328,27 +249,35 @@ fn main() {
             let got = checksum(server);
             assert_eq!(got, expected, "{name}: the {who} copy differs from the source");
         }
-        phases.push(Phase { name, load: load_time, native: native_time, remix: remix_time, remix_log });
+        phases.push(Phase {
+            name,
+            load: load_time,
+            native: native_time,
+            remix: remix_time,
+            remix_log,
+            remix_cpu,
+        });
     }
 
     println!();
     println!("PostgreSQL -> PostgreSQL catch-up, {rows} rows in {TRANSACTION_ROWS}-row transactions");
     println!(
-        "{:<8} {:>10} {:>12} {:>12} {:>14} {:>13}  goal",
-        "phase", "load (s)", "native (s)", "remix (s)", "remix/native", "remix log (s)"
+        "{:<8} {:>10} {:>12} {:>12} {:>14} {:>13} {:>13}  goal",
+        "phase", "load (s)", "native (s)", "remix (s)", "remix/native", "remix log (s)", "remix CPU (s)"
     );
     for p in &phases {
         let ratio = p.remix.as_secs_f64() / p.native.as_secs_f64();
         let (goal, limit) = if p.name == "insert" { ("< 1.00", 1.0) } else { ("<= 0.50", 0.5) };
         let verdict = if ratio <= limit { "met" } else { "NOT met" };
         println!(
-            "{:<8} {:>10.2} {:>12.2} {:>12.2} {:>14.2} {:>13}  {goal} {verdict}",
+            "{:<8} {:>10.2} {:>12.2} {:>12.2} {:>14.2} {:>13} {:>13.2}  {goal} {verdict}",
             p.name,
             p.load.as_secs_f64(),
             p.native.as_secs_f64(),
             p.remix.as_secs_f64(),
             ratio,
             p.remix_log.map_or("-".to_owned(), |d| format!("{:.2}", d.as_secs_f64())),
+            p.remix_cpu.as_secs_f64(),
         );
     }
     let mib = peak_rss as f64 / (1024.0 * 1024.0);

@@ -138,6 +138,14 @@ impl Model {
         }
     }
 
+    /// A quick check that builds no errors: `true` means the whole object is valid (so
+    /// [`Model::validate_partial`] passes too); `false` means ask [`Model::validate_partial`], e.g.
+    /// when the object leaves out unchanged required fields.
+    pub fn is_surely_valid(&self, obj: &Value) -> bool {
+        self.validator.is_valid(obj)
+            && self.key.iter().all(|field| obj.get(field).is_some_and(|v| !v.is_null()))
+    }
+
     fn check_key_fields(&self, obj: &Value, errors: &mut Vec<ValidationError>) {
         for field in &self.key {
             let pointer = format!("/{}", escape_pointer(field));
@@ -153,6 +161,11 @@ impl Model {
 
     /// The key object (`{"id": 7}`), or `None` when a key field is missing or null.
     pub fn key_of(&self, obj: &Value) -> Option<Value> {
+        obj.as_object().and_then(|map| self.key_of_map(map))
+    }
+
+    /// [`Model::key_of`] for an object's map.
+    pub fn key_of_map(&self, obj: &Map<String, Value>) -> Option<Value> {
         let mut key = Map::new();
         for field in &self.key {
             match obj.get(field) {

@@ -34,6 +34,15 @@
 //! - `REMIX_PG_BINDIR`: the directory of `initdb`, `pg_ctl`, `postgres` and `psql` (default:
 //!   `pg_config --bindir`, else the newest `/usr/lib/postgresql/<version>/bin`).
 //! - `REMIX_PGTEST_NO_TEMPLATE`: see above.
+//!
+//! # TLS
+//!
+//! [`PgOptions::ssl`] turns `ssl = on` with a certificate and key (copied into the data directory,
+//! mode 0600, owned by the server's user); [`PgOptions::hostssl_only`] makes TCP connections without
+//! TLS fail (`hostssl` lines in `pg_hba.conf`). [`TestCerts`] makes a CA and a server certificate.
+
+mod tls;
+pub use tls::TestCerts;
 
 use std::env;
 use std::ffi::OsStr;
@@ -96,6 +105,10 @@ pub struct PgOptions {
     /// `method` over TCP (database connections and replication connections). Over the unix socket it is
     /// trusted like everyone.
     pub password_user: Option<(String, String, AuthMethod)>,
+    /// `(certificate, key)` PEM files: `ssl = on` with them.
+    pub ssl: Option<(PathBuf, PathBuf)>,
+    /// `hostssl` instead of `host` in `pg_hba.conf`: TCP connections must use TLS.
+    pub hostssl_only: bool,
 }
 
 impl PgOptions {
@@ -120,6 +133,18 @@ impl PgOptions {
         self.password_user = Some((user.into(), password.into(), method));
         self
     }
+
+    /// `ssl = on` with this certificate and private key (PEM files, e.g. of [`TestCerts`]).
+    pub fn ssl(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> PgOptions {
+        self.ssl = Some((cert.into(), key.into()));
+        self
+    }
+
+    /// Accepts TCP connections only over TLS (needs [`ssl`](Self::ssl)); the unix socket stays trusted.
+    pub fn hostssl_only(mut self) -> PgOptions {
+        self.hostssl_only = true;
+        self
+    }
 }
 
 /// A PostgreSQL server in a private temporary directory, stopped and removed on drop.
@@ -136,6 +161,7 @@ pub struct PgServer {
     port: u16,
     conf: Vec<String>,
     password_user: Option<(String, String, AuthMethod)>,
+    hostssl_only: bool,
 }
 
 impl PgServer {
@@ -178,6 +204,11 @@ impl PgServer {
         if let Some((_, _, method)) = &options.password_user {
             conf.push(format!("password_encryption = '{}'", method.password_encryption()));
         }
+        if options.ssl.is_some() {
+            conf.extend(
+                ["ssl = on", "ssl_cert_file = 'server.crt'", "ssl_key_file = 'server.key'"].map(String::from),
+            );
+        }
         conf.extend(options.extra_conf.iter().cloned());
 
         let mut server = PgServer {
@@ -190,6 +221,7 @@ impl PgServer {
             port: 0,
             conf,
             password_user: options.password_user.clone(),
+            hostssl_only: options.hostssl_only,
         };
         server.guardian = spawn_guardian(&bindir, &server.data, &server.root);
 
@@ -216,6 +248,17 @@ impl PgServer {
             }
         }
 
+        if let Some((cert, key)) = &options.ssl {
+            for (from, name) in [(cert, "server.crt"), (key, "server.key")] {
+                let to = server.data.join(name);
+                fs::copy(from, &to).unwrap_or_else(|e| {
+                    panic!("remix-pgtest: cannot copy {} to {}: {e}", from.display(), to.display())
+                });
+                fs::set_permissions(&to, fs::Permissions::from_mode(0o600))
+                    .unwrap_or_else(|e| panic!("remix-pgtest: cannot chmod {}: {e}", to.display()));
+                give_to_postgres(&to);
+            }
+        }
         server.write_hba();
         let mut main_conf = fs::OpenOptions::new()
             .append(true)
@@ -454,19 +497,20 @@ impl PgServer {
 
     fn write_hba(&self) {
         let mut text = String::from("# written by remix-pgtest\n");
+        let host = if self.hostssl_only { "hostssl" } else { "host" };
         if let Some((user, _, method)) = &self.password_user {
             text.push_str(&format!(
-                "host all,replication {} 127.0.0.1/32 {}\n",
+                "{host} all,replication {} 127.0.0.1/32 {}\n",
                 quote_ident(user),
                 method.hba_name()
             ));
         }
-        text.push_str(
+        text.push_str(&format!(
             "local all all trust\n\
              local replication all trust\n\
-             host all postgres 127.0.0.1/32 trust\n\
-             host replication postgres 127.0.0.1/32 trust\n",
-        );
+             {host} all postgres 127.0.0.1/32 trust\n\
+             {host} replication postgres 127.0.0.1/32 trust\n",
+        ));
         write_file(&self.data.join("pg_hba.conf"), &text);
     }
 

@@ -92,7 +92,7 @@ pub async fn run(config: &Config, out: &mut Out) -> anyhow::Result<Exit> {
 }
 
 async fn connect(dsn: &str, subject: &str, report: &mut Report) -> Option<tokio_postgres::Client> {
-    match tokio_postgres::connect(dsn, tokio_postgres::NoTls).await {
+    match crate::sources::postgres::tls::connect(dsn).await {
         Ok((client, connection)) => {
             tokio::spawn(connection);
             report.ok(subject, "connection", "connected");

@@ -234,6 +234,8 @@ pub(crate) fn check_dsn(cx: &mut Cx<'_>, s: &str, path: &KeyPath) {
     let url = s.starts_with("postgres://") || s.starts_with("postgresql://");
     if !url && !s.contains('=') {
         cx.err(path, "invalid connection string (expected postgres://... or key=value pairs)");
+    } else if let Err(e) = crate::sources::postgres::tls::check_dsn(s) {
+        cx.err(path, e.to_string());
     }
 }
 

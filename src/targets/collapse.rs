@@ -8,28 +8,32 @@ use std::collections::HashMap;
 
 /// Collapses `items` (in log order) and returns them in log order of their last change.
 pub fn collapse(items: Vec<Item>) -> Vec<Item> {
-    let mut out: Vec<Item> = Vec::with_capacity(items.len());
-    let mut slot_of: HashMap<(String, String), usize> = HashMap::new();
+    let mut out: Vec<Option<Item>> = Vec::with_capacity(items.len());
+    let mut slot_of: HashMap<(String, String), usize> = HashMap::with_capacity(items.len());
+    let mut merged_any = false;
     for item in items {
         if item.op == Op::Truncate {
             slot_of.clear();
-            out.push(item);
+            out.push(Some(item));
             continue;
         }
         let id = (item.model.clone(), item.key.to_string());
         match slot_of.get(&id).copied() {
             Some(slot) => {
-                let merged = merge(out[slot].clone(), item);
-                out[slot] = merged;
+                let earlier = out[slot].take().expect("a slot holds its key's item");
+                out[slot] = Some(merge(earlier, item));
+                merged_any = true;
             }
             None => {
                 slot_of.insert(id, out.len());
-                out.push(item);
+                out.push(Some(item));
             }
         }
     }
-    let mut kept: Vec<Item> = out;
-    kept.sort_by_key(|item| item.offset);
+    let mut kept: Vec<Item> = out.into_iter().flatten().collect();
+    if merged_any {
+        kept.sort_by_key(|item| item.offset);
+    }
     kept
 }
 
@@ -40,7 +44,7 @@ fn merge(earlier: Item, later: Item) -> Item {
     }
     // A partial upsert after an upsert: take the earlier values of the fields it left unchanged.
     let mut data = earlier.data.unwrap_or_default();
-    for (field, value) in later.data.clone().unwrap_or_default() {
+    for (field, value) in later.data.unwrap_or_default() {
         data.insert(field, value);
     }
     let unchanged = earlier.unchanged.into_iter().filter(|f| !data.contains_key(f)).collect();

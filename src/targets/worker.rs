@@ -10,7 +10,7 @@ use super::{Batch, Item, Target, TargetError};
 use crate::config::{OnError, TargetCommon, TruncatePolicy};
 use crate::mapping::Mapping;
 use crate::pipeline::{Appender, Indexes};
-use crate::record::{self, DeadLetter, Decoded, FieldError, Op, KIND_DEAD_LETTER};
+use crate::record::{self, Change, DeadLetter, Decoded, FieldError, Op, KIND_DEAD_LETTER};
 use remix_storage::{AppendRecord, Log, LogReader, Record};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -439,31 +439,36 @@ impl<T: Target> Worker<T> {
         if change.op == Op::Truncate && self.common.truncate == TruncatePolicy::Ignore {
             return Ok(None);
         }
+        let Change { model, op, key, data, unchanged, .. } = change;
         let mut errors = Vec::new();
-        let key = match change.op {
+        let mut note = |e: Vec<crate::mapping::MappingError>| {
+            errors.extend(
+                e.into_iter().map(|e| FieldError { path: format!("/{}", e.field), message: e.message }),
+            )
+        };
+        let key = match op {
             Op::Truncate => serde_json::Value::Null,
-            _ => match mapping.apply_key(&change.key) {
-                Ok(key) => serde_json::Value::Object(key),
+            _ if mapping.is_identity() => key,
+            _ => match mapping.apply_key(&key) {
+                Ok(mapped) => serde_json::Value::Object(mapped),
                 Err(e) => {
-                    errors.extend(
-                        e.into_iter()
-                            .map(|e| FieldError { path: format!("/{}", e.field), message: e.message }),
-                    );
-                    change.key.clone()
+                    note(e);
+                    key
                 }
             },
         };
-        let data = match (&change.op, &change.data) {
+        let data = match (op, data) {
+            (Op::Upsert, Some(data)) if mapping.is_identity() => Some(data),
             (Op::Upsert, Some(data)) => {
-                let input = serde_json::Value::Object(data.clone());
-                match mapping.apply_partial(&input, &change.unchanged) {
+                let input = serde_json::Value::Object(data);
+                match mapping.apply_partial(&input, &unchanged) {
                     Ok(mapped) => Some(mapped),
                     Err(e) => {
-                        errors.extend(
-                            e.into_iter()
-                                .map(|e| FieldError { path: format!("/{}", e.field), message: e.message }),
-                        );
-                        Some(data.clone())
+                        note(e);
+                        let serde_json::Value::Object(data) = input else {
+                            unreachable!("built as an object")
+                        };
+                        Some(data)
                     }
                 }
             }
@@ -472,11 +477,11 @@ impl<T: Target> Worker<T> {
         let item = Item {
             offset: record.offset,
             timestamp_ms: record.timestamp_ms,
-            model: change.model.clone(),
-            op: change.op,
+            unchanged: mapping.map_field_names(&unchanged),
+            model,
+            op,
             key,
             data,
-            unchanged: mapping.map_field_names(&change.unchanged),
         };
         if errors.is_empty() {
             Ok(Some(item))

@@ -8,6 +8,7 @@ mod pg_doctor;
 mod pg_relation;
 mod pg_source;
 mod pg_target;
+mod pg_tls;
 mod pg_toast;
 mod pipeline;
 mod rewind;

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use remix_pgtest::{psql_conninfo, wait_for, AuthMethod, PgOptions, PgServer};
+use remix_pgtest::{psql_conninfo, wait_for, AuthMethod, PgOptions, PgServer, TestCerts};
 
 fn port_open(port: u16) -> bool {
     TcpStream::connect(("127.0.0.1", port)).is_ok()
@@ -163,11 +163,26 @@ fn password_user_with_cleartext_password() {
 #[test]
 fn extra_conf_lines_win() {
     let pg = PgServer::start_with(
-        PgOptions { extra_conf: vec!["work_mem = '7MB'".into()], password_user: None }
+        PgOptions { extra_conf: vec!["work_mem = '7MB'".into()], ..PgOptions::default() }
             .conf("max_connections = 20"),
     );
     assert_eq!(pg.psql("postgres", "SHOW work_mem"), "7MB");
     assert_eq!(pg.psql("postgres", "SHOW max_connections"), "20");
+}
+
+#[test]
+fn ssl_with_test_certificates_and_hostssl_only() {
+    let certs = TestCerts::generate(&["localhost", "127.0.0.1"]);
+    let pg = PgServer::start_with(PgOptions::new().ssl(&certs.cert, &certs.key).hostssl_only());
+    assert_eq!(pg.psql("postgres", "SHOW ssl"), "on");
+    let tcp =
+        |options: &str| psql_conninfo(&format!("{} {options}", pg.tcp_dsn("postgres")), "SELECT 1", None);
+    let full = format!("host=localhost sslmode=verify-full sslrootcert={}", certs.ca.display());
+    assert_eq!(tcp(&full).as_deref(), Ok("1"));
+    let error = tcp("sslmode=disable").unwrap_err();
+    assert!(error.contains("no pg_hba.conf entry"), "{error}");
+    // The unix socket stays trusted and plaintext.
+    assert_eq!(pg.psql("postgres", "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"), "f");
 }
 
 #[test]

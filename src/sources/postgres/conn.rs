@@ -5,28 +5,40 @@
 //!
 //! The walsender session is started with `TimeZone=UTC`, `DateStyle=ISO` and
 //! `IntervalStyle=iso_8601`, which fixes the text form of the values pgoutput sends.
+//!
+//! Over TCP, TLS is negotiated first as the DSN's `sslmode` says (SSLRequest, then the rustls
+//! handshake of `tls.rs` on 'S'); no SCRAM channel binding.
 
 use bytes::{Buf, BufMut, BytesMut};
 use fallible_iterator::FallibleIterator;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
 use postgres_protocol::message::{backend::Message, frontend};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::tls::{MakeRustlsConnect, SslMode, TlsError, TlsSettings};
 
 /// Microseconds between the Unix epoch and PostgreSQL's epoch (2000-01-01).
 pub const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
 /// Largest protocol message we accept (a pgoutput message holds at most one row).
 const MESSAGE_BYTES_MAX: usize = 1 << 30;
+/// Each read from the server asks for at least this much room.
+const READ_BYTES_MIN: usize = 64 * 1024;
 
 /// Where and as whom to connect, from a libpq-style DSN (`host=... port=... user=... dbname=...`) or
 /// a `postgresql://` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnInfo {
     pub host: Host,
+    /// `hostaddr`: the address to connect to instead of resolving `host` (which TLS still verifies).
+    pub hostaddr: Option<IpAddr>,
     pub port: u16,
     pub user: String,
     pub password: Option<Vec<u8>>,
     pub dbname: String,
+    /// `sslmode` and `sslrootcert`; see `tls.rs`.
+    pub tls: TlsSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +58,17 @@ pub enum PgError {
     Protocol(String),
     #[error("invalid DSN: {0}")]
     Dsn(String),
+    #[error(transparent)]
+    Tls(TlsError),
+}
+
+impl From<TlsError> for PgError {
+    fn from(error: TlsError) -> PgError {
+        match error {
+            TlsError::Dsn(message) => PgError::Dsn(message),
+            other => PgError::Tls(other),
+        }
+    }
 }
 
 impl PgError {
@@ -57,26 +80,21 @@ impl PgError {
             PgError::Server { code, .. } => {
                 code.starts_with("08") || code.starts_with("57") || code == "53300" || code == "55006"
             }
+            PgError::Tls(error) => error.is_transient(),
             PgError::Protocol(_) | PgError::Dsn(_) => false,
         }
     }
 }
 
+/// Parses a DSN, with its TLS settings (checked, `sslrootcert` not read yet); the first host only.
 pub fn parse_dsn(dsn: &str) -> Result<ConnInfo, PgError> {
-    let config: tokio_postgres::Config =
-        dsn.parse().map_err(|e: tokio_postgres::Error| PgError::Dsn(e.to_string()))?;
-    if !matches!(
-        config.get_ssl_mode(),
-        tokio_postgres::config::SslMode::Disable | tokio_postgres::config::SslMode::Prefer
-    ) {
-        return Err(PgError::Dsn(
-            "sslmode=require is not supported yet: TLS is not built into this version".into(),
-        ));
-    }
-    let host = match config.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(host)) => Host::Tcp(host.clone()),
-        Some(tokio_postgres::config::Host::Unix(path)) => Host::Unix(path.clone()),
-        None => Host::Unix(PathBuf::from("/var/run/postgresql")),
+    let super::tls::PgDsn { config, tls } = super::tls::parse_dsn(dsn)?;
+    let hostaddr = config.get_hostaddrs().first().copied();
+    let host = match (config.get_hosts().first(), hostaddr) {
+        (Some(tokio_postgres::config::Host::Tcp(host)), _) => Host::Tcp(host.clone()),
+        (Some(tokio_postgres::config::Host::Unix(path)), None) => Host::Unix(path.clone()),
+        (_, Some(addr)) => Host::Tcp(addr.to_string()),
+        (None, None) => Host::Unix(PathBuf::from("/var/run/postgresql")),
     };
     let user = config
         .get_user()
@@ -85,11 +103,36 @@ pub fn parse_dsn(dsn: &str) -> Result<ConnInfo, PgError> {
         .unwrap_or_else(|| "postgres".into());
     Ok(ConnInfo {
         host,
+        hostaddr,
         port: config.get_ports().first().copied().unwrap_or(5432),
         dbname: config.get_dbname().map_or_else(|| user.clone(), str::to_owned),
         user,
         password: config.get_password().map(<[u8]>::to_vec),
+        tls,
     })
+}
+
+/// SSLRequest, then the TLS handshake when the server answers 'S'; plaintext under `disable`, or
+/// under `prefer` when the server answers 'N'.
+async fn negotiate_tls(
+    mut stream: tokio::net::TcpStream,
+    host: &str,
+    tls: &TlsSettings,
+) -> Result<Box<dyn Stream>, PgError> {
+    if tls.mode == SslMode::Disable {
+        return Ok(Box::new(stream));
+    }
+    let connector = MakeRustlsConnect::new(tls)?;
+    let mut request = BytesMut::with_capacity(8);
+    frontend::ssl_request(&mut request);
+    stream.write_all(&request).await?;
+    // One byte, unbuffered: nothing the server sends before the handshake may count as TLS data.
+    match stream.read_u8().await? {
+        b'S' => Ok(Box::new(connector.handshake(host, stream).await?)),
+        b'N' if tls.mode == SslMode::Prefer => Ok(Box::new(stream)),
+        b'N' => Err(TlsError::Refused(tls.mode).into()),
+        other => Err(PgError::Protocol(format!("unexpected answer {other:#04x} to SSLRequest"))),
+    }
 }
 
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -127,16 +170,18 @@ impl ReplicationConn {
     pub async fn connect(info: &ConnInfo) -> Result<ReplicationConn, PgError> {
         let stream: Box<dyn Stream> = match &info.host {
             Host::Tcp(host) => {
-                let stream = tokio::net::TcpStream::connect((host.as_str(), info.port)).await?;
+                let address = info.hostaddr.map_or_else(|| host.clone(), |addr| addr.to_string());
+                let stream = tokio::net::TcpStream::connect((address.as_str(), info.port)).await?;
                 stream.set_nodelay(true)?;
-                Box::new(stream)
+                negotiate_tls(stream, host, &info.tls).await?
             }
+            // PostgreSQL never does TLS here; `parse_dsn` refused `sslmode=require` and above.
             Host::Unix(dir) => {
                 Box::new(tokio::net::UnixStream::connect(dir.join(format!(".s.PGSQL.{}", info.port))).await?)
             }
         };
         let mut conn =
-            ReplicationConn { stream, read: BytesMut::with_capacity(64 * 1024), write: BytesMut::new() };
+            ReplicationConn { stream, read: BytesMut::with_capacity(READ_BYTES_MIN), write: BytesMut::new() };
         let options = "-c TimeZone=UTC -c DateStyle=ISO -c IntervalStyle=iso_8601 -c extra_float_digits=3";
         let parameters = [
             ("user", info.user.as_str()),
@@ -172,6 +217,11 @@ impl ReplicationConn {
                     return Ok(Frame { tag, bytes: self.read.split_to(len + 1) });
                 }
                 self.read.reserve(len + 1 - self.read.len());
+            }
+            // Frames are split off the front, so the spare room shrinks; without this a read could
+            // fill only the few bytes left (one syscall per small message).
+            if self.read.capacity() - self.read.len() < READ_BYTES_MIN {
+                self.read.reserve(READ_BYTES_MIN);
             }
             if self.stream.read_buf(&mut self.read).await? == 0 {
                 return Err(PgError::Io(std::io::ErrorKind::UnexpectedEof.into()));
@@ -482,9 +532,29 @@ mod tests {
         assert_eq!(info.host, Host::Unix("/tmp/sock".into()));
         assert_eq!((info.port, info.user.as_str(), info.dbname.as_str()), (5433, "remix", "shop"));
         assert_eq!(info.password.as_deref(), Some(&b"pw"[..]));
+        assert_eq!(info.tls, TlsSettings::default());
         let url = parse_dsn("postgresql://u:p@127.0.0.1:6000/db").unwrap();
         assert_eq!(url.host, Host::Tcp("127.0.0.1".into()));
-        assert!(parse_dsn("host=x sslmode=require").is_err());
+        assert!(matches!(parse_dsn("host=x port=notaport"), Err(PgError::Dsn(_))));
+    }
+
+    #[test]
+    fn dsn_tls() {
+        let info = parse_dsn("host=x sslmode=require").unwrap();
+        assert_eq!(info.tls, TlsSettings { mode: SslMode::Require, root_cert: None });
+        let url = parse_dsn("postgresql://u@db.local/shop?sslmode=verify-full&sslrootcert=/ca.pem").unwrap();
+        assert_eq!((url.host, url.dbname.as_str()), (Host::Tcp("db.local".into()), "shop"));
+        assert_eq!(url.tls, TlsSettings { mode: SslMode::VerifyFull, root_cert: Some("/ca.pem".into()) });
+        // Connect to hostaddr, verify the certificate for host.
+        let info =
+            parse_dsn("host=db.local hostaddr=127.0.0.1 sslmode=verify-full sslrootcert=/ca.pem").unwrap();
+        assert_eq!((info.host, info.hostaddr), (Host::Tcp("db.local".into()), Some([127, 0, 0, 1].into())));
+        assert_eq!(parse_dsn("hostaddr=127.0.0.1").unwrap().host, Host::Tcp("127.0.0.1".into()));
+        for bad in ["host=/tmp sslmode=require", "host=x sslmode=verify-ca", "host=x sslmode=bogus"] {
+            let error = parse_dsn(bad).unwrap_err();
+            assert!(matches!(error, PgError::Tls(_)), "{bad}: {error}");
+            assert!(!error.is_transient());
+        }
     }
 
     #[test]

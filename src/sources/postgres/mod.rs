@@ -6,4 +6,5 @@ pub mod conn;
 pub mod pgoutput;
 pub mod snapshot;
 pub mod source;
+pub mod tls;
 pub mod types;

@@ -21,14 +21,15 @@ use super::conn::{
 use super::pgoutput::{self, Message, OldKind, Relation, Tuple};
 use super::{snapshot, types};
 use crate::config::{PostgresSource, SnapshotMode, TableBinding};
-use crate::pipeline::remix_in::{remix_in_partial, Origin};
-use crate::pipeline::{AppendError, RemixOutcome};
+use crate::pipeline::remix_in::{remix_in_owned, Origin, Rejected};
+use crate::pipeline::AppendError;
 use crate::record::{self, Change, DeadLetter, Decoded, FieldError, Op, KIND_CHANGE, KIND_DEAD_LETTER};
 use crate::sources::SourceContext;
 use remix_storage::{AppendRecord, Appended, Log};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -43,6 +44,11 @@ const SNAPSHOT_CHUNK_ROWS: usize = 2000;
 const STATUS_INTERVAL: Duration = Duration::from_secs(10);
 const RETRY_BASE_MS: u64 = 500;
 const RETRY_MAX_MS: u64 = 30_000;
+/// The room reserved up front for a record's JSON is at most this (larger ones grow as needed).
+const PAYLOAD_HINT_BYTES_MAX: usize = 64 * 1024;
+/// Slack over the last record's size when reserving room for the next one (rows of a table differ
+/// a little in size; growing the buffer would copy it).
+const PAYLOAD_HINT_SLACK_BYTES: usize = 64;
 const SNAPSHOT_PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
 
 /// What the node shows of a source.
@@ -169,7 +175,7 @@ impl Source {
 
     /// One connection's worth of work; `Ok` only on shutdown.
     async fn session(&mut self) -> anyhow::Result<()> {
-        let (client, connection) = tokio_postgres::connect(&self.config.dsn, tokio_postgres::NoTls).await?;
+        let (client, connection) = super::tls::connect(&self.config.dsn).await?;
         let connection = tokio::spawn(connection);
         let result = self.session_with(&client).await;
         drop(client);
@@ -214,7 +220,7 @@ impl Source {
     /// Copies every table inside the exported snapshot and logs the rows as upserts.
     async fn snapshot(&mut self, snapshot_name: &str, lsn: u64) -> anyhow::Result<()> {
         self.set_status(|s| s.state = "snapshot".into());
-        let (client, connection) = tokio_postgres::connect(&self.config.dsn, tokio_postgres::NoTls).await?;
+        let (client, connection) = super::tls::connect(&self.config.dsn).await?;
         let connection = tokio::spawn(connection);
         snapshot::begin(&client, snapshot_name).await?;
         let mut logged_keys = self.logged_keys().await?;
@@ -304,18 +310,18 @@ impl Source {
     ) -> Result<Change, Box<DeadLetter>> {
         let model = self.context.config.model(&table.binding.model).expect("config checked the model");
         let origin = Origin { source: self.name(), position: position.clone(), idempotency_key: None };
-        match remix_in_partial(&table.binding, model, &row, op, unchanged, origin) {
-            RemixOutcome::Valid(change) => Ok(change),
-            RemixOutcome::Invalid(errors) => Err(Box::new(DeadLetter {
+        remix_in_owned(&table.binding, model, row, op, unchanged, origin).map_err(|rejected| {
+            let Rejected { errors, input } = *rejected;
+            Box::new(DeadLetter {
                 source: self.name().to_owned(),
                 position,
                 model: table.binding.model.clone(),
                 route: format!("{}.{}", table.schema, table.table),
                 errors,
-                input: row,
+                input,
                 op: Some(op),
-            })),
-        }
+            })
+        })
     }
 
     async fn dead_letter(&self, letter: Box<DeadLetter>) -> anyhow::Result<()> {
@@ -507,6 +513,14 @@ fn missing_columns(table: &TableBinding, relation: &Relation) -> Vec<FieldError>
         .collect()
 }
 
+/// A relation as last announced, with the table that binds it (if any) and the mapped columns it
+/// lacks, worked out once per Relation message rather than per row.
+struct Bound {
+    relation: Relation,
+    table: Option<Arc<TableBinding>>,
+    missing: Vec<FieldError>,
+}
+
 /// `<commit LSN>:<ordinal>` of a streamed change, parsed for comparison.
 fn parse_position(position: &str) -> Option<(u64, u64)> {
     let (lsn, ordinal) = position.split_once(':')?;
@@ -517,25 +531,33 @@ fn parse_position(position: &str) -> Option<(u64, u64)> {
 struct Streamer<'a> {
     source: &'a mut Source,
     stream: ReplicationStream,
-    tables: HashMap<String, TableBinding>,
-    relations: HashMap<u32, Relation>,
+    tables: HashMap<String, Arc<TableBinding>>,
+    relations: HashMap<u32, Arc<Bound>>,
     /// Custom types (domains) announced by Type messages whose base is a built-in type.
     domains: HashMap<u32, u32>,
     /// Changes at or before this position are already in the log.
     skip_through: Option<(u64, u64)>,
     /// The current transaction: its commit LSN and the next ordinal.
     txn: Option<(u64, u64)>,
+    /// `<commit LSN>:` of the current transaction, the start of its positions.
+    txn_prefix: String,
     chunk: Chunk,
     inflight: Option<Inflight>,
     confirmed: u64,
     server_end: u64,
+    /// Room to reserve for the next record's JSON (the last one's size and some slack).
+    payload_bytes_hint: usize,
     last_status: Instant,
 }
 
 impl<'a> Streamer<'a> {
     fn new(source: &'a mut Source, stream: ReplicationStream) -> Self {
-        let tables =
-            source.config.tables.iter().map(|t| (format!("{}.{}", t.schema, t.table), t.clone())).collect();
+        let tables = source
+            .config
+            .tables
+            .iter()
+            .map(|t| (format!("{}.{}", t.schema, t.table), Arc::new(t.clone())))
+            .collect();
         let skip_through =
             source.context.indexes.last_position(source.name()).as_deref().and_then(parse_position);
         Streamer {
@@ -546,10 +568,12 @@ impl<'a> Streamer<'a> {
             domains: HashMap::new(),
             skip_through,
             txn: None,
+            txn_prefix: String::new(),
             chunk: Chunk::default(),
             inflight: None,
             confirmed: 0,
             server_end: 0,
+            payload_bytes_hint: 256,
             last_status: Instant::now(),
         }
     }
@@ -665,7 +689,10 @@ impl<'a> Streamer<'a> {
 
     async fn apply(&mut self, message: Message) -> anyhow::Result<()> {
         match message {
-            Message::Begin { final_lsn, .. } => self.txn = Some((final_lsn, 0)),
+            Message::Begin { final_lsn, .. } => {
+                self.txn = Some((final_lsn, 0));
+                self.txn_prefix = format!("{}:", format_lsn(final_lsn));
+            }
             Message::Commit { end_lsn, commit_time_us, .. } => {
                 self.txn = None;
                 self.chunk.commit_end = Some(end_lsn);
@@ -679,7 +706,9 @@ impl<'a> Streamer<'a> {
                         column.type_oid = base;
                     }
                 }
-                self.relations.insert(relation.id, relation);
+                let table = self.tables.get(&format!("{}.{}", relation.namespace, relation.name)).cloned();
+                let missing = table.as_ref().map(|t| missing_columns(t, &relation)).unwrap_or_default();
+                self.relations.insert(relation.id, Arc::new(Bound { relation, table, missing }));
             }
             Message::Type { oid, namespace, name } => {
                 if let Some(base) = types::builtin_type_oid(&namespace, &name) {
@@ -702,16 +731,19 @@ impl<'a> Streamer<'a> {
         let position = (*lsn, *ordinal);
         *ordinal += 1;
         let logged = self.skip_through.is_some_and(|through| position <= through);
-        Ok((format!("{}:{}", format_lsn(position.0), position.1), logged))
+        let mut text = String::with_capacity(self.txn_prefix.len() + 8);
+        text.push_str(&self.txn_prefix);
+        write!(text, "{}", position.1).expect("writing to a String");
+        Ok((text, logged))
     }
 
-    fn binding(&self, relation: u32) -> anyhow::Result<Option<(Relation, TableBinding)>> {
-        let relation = self
+    /// The relation and its table, `None` for a relation no table of this source binds.
+    fn binding(&self, relation: u32) -> anyhow::Result<Option<(Arc<Bound>, Arc<TableBinding>)>> {
+        let bound = self
             .relations
             .get(&relation)
             .ok_or_else(|| anyhow::anyhow!("change for unknown relation {relation}"))?;
-        let key = format!("{}.{}", relation.namespace, relation.name);
-        Ok(self.tables.get(&key).map(|table| (relation.clone(), table.clone())))
+        Ok(bound.table.clone().map(|table| (Arc::clone(bound), table)))
     }
 
     async fn row(
@@ -722,19 +754,20 @@ impl<'a> Streamer<'a> {
         op: Op,
     ) -> anyhow::Result<()> {
         let (position, logged) = self.next_position()?;
-        let Some((relation, table)) = self.binding(relation)? else { return Ok(()) };
+        let Some((bound, table)) = self.binding(relation)? else { return Ok(()) };
         if logged {
             return Ok(());
         }
+        let relation = &bound.relation;
         let mut changes = Vec::new();
         let old_row = match &old {
-            Some((_, tuple)) => Some(types::tuple_to_object(&relation, tuple).map_err(anyhow::Error::msg)?.0),
+            Some((_, tuple)) => Some(types::tuple_to_object(relation, tuple).map_err(anyhow::Error::msg)?.0),
             None => None,
         };
         match (op, new) {
             (Op::Upsert, Some(tuple)) => {
                 let (row, unchanged) =
-                    types::tuple_to_object(&relation, &tuple).map_err(anyhow::Error::msg)?;
+                    types::tuple_to_object(relation, &tuple).map_err(anyhow::Error::msg)?;
                 if let (Some((OldKind::Key, _)), Some(old_row)) = (&old, old_row) {
                     // The key changed: the old key goes first.
                     changes.push(self.source.remix(
@@ -745,8 +778,7 @@ impl<'a> Streamer<'a> {
                         position.clone(),
                     ));
                 }
-                let missing = missing_columns(&table, &relation);
-                changes.push(if missing.is_empty() {
+                changes.push(if bound.missing.is_empty() {
                     self.source.remix(&table, Value::Object(row), Op::Upsert, &unchanged, position.clone())
                 } else {
                     Err(Box::new(DeadLetter {
@@ -754,7 +786,7 @@ impl<'a> Streamer<'a> {
                         position: position.clone(),
                         model: table.binding.model.clone(),
                         route: format!("{}.{}", table.schema, table.table),
-                        errors: missing,
+                        errors: bound.missing.clone(),
                         input: Value::Object(row),
                         op: Some(Op::Upsert),
                     }))
@@ -804,7 +836,10 @@ impl<'a> Streamer<'a> {
         for change in changes {
             match change {
                 Ok(change) => {
-                    let payload = serde_json::to_vec(&change)?;
+                    let mut payload = Vec::with_capacity(self.payload_bytes_hint);
+                    serde_json::to_writer(&mut payload, &change)?;
+                    self.payload_bytes_hint =
+                        (payload.len() + PAYLOAD_HINT_SLACK_BYTES).min(PAYLOAD_HINT_BYTES_MAX);
                     self.chunk.bytes += payload.len();
                     self.chunk.records.push(AppendRecord { kind: KIND_CHANGE, payload });
                 }

@@ -178,61 +178,150 @@ impl Table {
     }
 
     /// One `text[]` per column of `cols`, a value per item (from `data`, keys also from `key`).
-    pub fn params<'i>(&self, cols: &[usize], items: &[&'i Item]) -> Vec<Vec<Option<Cow<'i, str>>>> {
+    /// One `text[]` parameter per column in `cols`, one element per item.
+    pub fn params(&self, cols: &[usize], items: &[&Item]) -> Vec<TextColumn> {
         cols.iter()
             .map(|&c| {
                 let column = &self.columns[c];
-                items
-                    .iter()
-                    .map(|item| {
-                        let value = item
-                            .data
-                            .as_ref()
-                            .and_then(|d| d.get(&column.name))
-                            .or_else(|| item.key.get(&column.name));
-                        value.and_then(|v| encode(v, column.encoding))
-                    })
-                    .collect()
+                let mut out = TextColumn::with_capacity(items.len());
+                for item in items {
+                    let value = item
+                        .data
+                        .as_ref()
+                        .and_then(|d| d.get(&column.name))
+                        .or_else(|| item.key.get(&column.name));
+                    out.push(value, column.encoding);
+                }
+                out
             })
             .collect()
     }
 
-    /// The key columns of deletes.
-    pub fn key_params<'i>(&self, items: &[&'i Item]) -> Vec<Vec<Option<Cow<'i, str>>>> {
+    /// One `text[]` parameter per key column, one element per item.
+    pub fn key_params(&self, items: &[&Item]) -> Vec<TextColumn> {
         self.key
             .iter()
             .map(|&c| {
                 let column = &self.columns[c];
-                items
-                    .iter()
-                    .map(|item| item.key.get(&column.name).and_then(|v| encode(v, column.encoding)))
-                    .collect()
+                let mut out = TextColumn::with_capacity(items.len());
+                for item in items {
+                    out.push(item.key.get(&column.name), column.encoding);
+                }
+                out
             })
             .collect()
     }
 }
 
-/// The text a column of `encoding` reads `value` from; `None` for SQL `NULL`.
-pub fn encode(value: &Value, encoding: Encoding) -> Option<Cow<'_, str>> {
-    match (value, encoding) {
-        (Value::Null, _) => None,
-        (Value::String(s), Encoding::Text | Encoding::Bytea | Encoding::Array) => Some(Cow::Borrowed(s)),
-        (Value::Array(items), Encoding::Array) => {
-            let mut out = String::new();
-            array_literal(items, &mut out);
-            Some(Cow::Owned(out))
-        }
-        (Value::Number(n), Encoding::Text | Encoding::Array | Encoding::Bytea) => {
-            Some(Cow::Owned(n.to_string()))
-        }
-        (Value::Bool(b), Encoding::Text | Encoding::Array | Encoding::Bytea) => {
-            Some(Cow::Borrowed(if *b { "true" } else { "false" }))
-        }
-        (other, _) => Some(Cow::Owned(other.to_string())),
+/// A `text[]` parameter: the elements' text in one buffer, so encoding a batch allocates per column,
+/// not per value.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TextColumn {
+    text: String,
+    /// Each element's end in `text`, `None` for SQL `NULL`.
+    ends: Vec<Option<usize>>,
+}
+
+impl TextColumn {
+    pub fn with_capacity(elements: usize) -> TextColumn {
+        TextColumn { text: String::with_capacity(elements * 16), ends: Vec::with_capacity(elements) }
+    }
+
+    /// Appends a value (a missing one is `NULL`).
+    pub fn push(&mut self, value: Option<&Value>, encoding: Encoding) {
+        let is_null = match value {
+            Some(value) => !encode_into(value, encoding, &mut self.text),
+            None => true,
+        };
+        self.ends.push((!is_null).then_some(self.text.len()));
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The text of element `i`, `None` for `NULL`.
+    pub fn get(&self, i: usize) -> Option<&str> {
+        let end = self.ends[i]?;
+        let start = self.ends[..i].iter().rev().find_map(|e| *e).unwrap_or(0);
+        Some(&self.text[start..end])
+    }
+
+    fn elements(&self) -> impl Iterator<Item = Option<&str>> {
+        let mut start = 0;
+        self.ends.iter().map(move |end| {
+            let end = (*end)?;
+            let element = &self.text[start..end];
+            start = end;
+            Some(element)
+        })
     }
 }
 
-/// A PostgreSQL array literal (`{"a","b",NULL}`, nested for nested arrays).
+impl tokio_postgres::types::ToSql for TextColumn {
+    fn to_sql(
+        &self,
+        ty: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        use postgres_protocol::types::{array_to_sql, ArrayDimension};
+        use tokio_postgres::types::{IsNull, Kind};
+        let Kind::Array(member) = ty.kind() else {
+            return Err("a text column binds to an array type".into());
+        };
+        let len = i32::try_from(self.len()).map_err(|_| "too many elements for one array")?;
+        let dimension = ArrayDimension { len, lower_bound: 1 };
+        let serialize = |element: Option<&str>, out: &mut bytes::BytesMut| match element {
+            Some(text) => {
+                out.extend_from_slice(text.as_bytes());
+                Ok(postgres_protocol::IsNull::No)
+            }
+            None => Ok(postgres_protocol::IsNull::Yes),
+        };
+        array_to_sql(Some(dimension), member.oid(), self.elements(), serialize, out)?;
+        Ok(IsNull::No)
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        *ty == tokio_postgres::types::Type::TEXT_ARRAY
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
+/// A value as its column's input text (see [`encode_into`]), `None` for `NULL`.
+pub fn encode(value: &Value, encoding: Encoding) -> Option<Cow<'_, str>> {
+    match (value, encoding) {
+        (Value::String(s), Encoding::Text | Encoding::Bytea | Encoding::Array) => Some(Cow::Borrowed(s)),
+        _ => {
+            let mut out = String::new();
+            encode_into(value, encoding, &mut out).then_some(Cow::Owned(out))
+        }
+    }
+}
+
+/// Appends a value as its column's input text to `out`; `false` (nothing appended) for `NULL`.
+pub fn encode_into(value: &Value, encoding: Encoding, out: &mut String) -> bool {
+    use std::fmt::Write as _;
+    match (value, encoding) {
+        (Value::Null, _) => return false,
+        (Value::String(s), Encoding::Text | Encoding::Bytea | Encoding::Array) => out.push_str(s),
+        (Value::Array(items), Encoding::Array) => array_literal(items, out),
+        (Value::Number(n), Encoding::Text | Encoding::Array | Encoding::Bytea) => {
+            write!(out, "{n}").expect("writing to a String")
+        }
+        (Value::Bool(b), Encoding::Text | Encoding::Array | Encoding::Bytea) => {
+            out.push_str(if *b { "true" } else { "false" })
+        }
+        (other, _) => write!(out, "{other}").expect("writing to a String"),
+    }
+    true
+}
+
 fn array_literal(items: &[Value], out: &mut String) {
     out.push('{');
     for (i, item) in items.iter().enumerate() {
@@ -346,7 +435,7 @@ mod tests {
         let cols = t.upsert_columns(&item);
         assert_eq!(cols, [0, 1, 3, 4]);
         let params = t.params(&cols, &[&item]);
-        let values: Vec<Option<&str>> = params.iter().map(|p| p[0].as_deref()).collect();
+        let values: Vec<Option<&str>> = params.iter().map(|p| p.get(0)).collect();
         assert_eq!(values, [Some("7"), Some("12.5"), Some(r#"{"a\"b",NULL,"c\\d"}"#), Some("AAE=")]);
         assert_eq!(encode(&json!("text"), Encoding::Json).as_deref(), Some("\"text\""));
         assert_eq!(encode(&json!({"a": [1]}), Encoding::Text).as_deref(), Some(r#"{"a":[1]}"#));
@@ -357,6 +446,7 @@ mod tests {
             Some(r#"{{"1","2"},{"3","4"}}"#)
         );
         let keys = t.key_params(&[&item]);
-        assert_eq!(keys, vec![vec![Some(Cow::Borrowed("7"))]]);
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].get(0), Some("7"));
     }
 }

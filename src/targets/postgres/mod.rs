@@ -72,8 +72,7 @@ use crate::config::TruncatePolicy;
 use crate::models::Model;
 use crate::record::Op;
 use anyhow::Context;
-use apply::Table;
-use std::borrow::Cow;
+use apply::{Table, TextColumn};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,6 +95,8 @@ const MESSAGE_CHARS_MAX: usize = 600;
 pub struct PostgresTarget {
     name: String,
     config: tokio_postgres::Config,
+    /// TLS as the DSN's `sslmode` and `sslrootcert` say.
+    tls: crate::sources::postgres::tls::MakeRustlsConnect,
     create_tables: bool,
     truncate: bool,
     /// By model.
@@ -155,7 +156,6 @@ impl Failure {
     }
 }
 
-type Column<'i> = Vec<Option<Cow<'i, str>>>;
 /// Upserts of one model writing one set of columns (indices in the table's columns).
 type UpsertGroup<'i> = ((&'i str, Vec<usize>), Vec<&'i Item>);
 
@@ -165,12 +165,10 @@ impl PostgresTarget {
         models: &BTreeMap<String, Arc<Model>>,
     ) -> anyhow::Result<PostgresTarget> {
         let name = &config.common.name;
-        let mut pg: tokio_postgres::Config =
-            config.dsn.parse().with_context(|| format!("target '{name}': invalid dsn"))?;
-        use tokio_postgres::config::SslMode;
-        if !matches!(pg.get_ssl_mode(), SslMode::Disable | SslMode::Prefer) {
-            anyhow::bail!("target '{name}': sslmode=require is not supported yet (TLS is not built in)");
-        }
+        use crate::sources::postgres::tls;
+        let tls::PgDsn { config: mut pg, tls: settings } =
+            tls::parse_dsn(&config.dsn).with_context(|| format!("target '{name}': invalid dsn"))?;
+        let tls = tls::MakeRustlsConnect::new(&settings).with_context(|| format!("target '{name}': dsn"))?;
         if pg.get_application_name().is_none() {
             pg.application_name(format!("remix/{name}"));
         }
@@ -192,6 +190,7 @@ impl PostgresTarget {
         Ok(PostgresTarget {
             name: name.clone(),
             config: pg,
+            tls,
             create_tables: config.create_tables,
             truncate: config.common.truncate == TruncatePolicy::Apply,
             plans,
@@ -204,7 +203,7 @@ impl PostgresTarget {
     /// Connects, sets the session up, creates what is configured and checks every table.
     async fn connect(&mut self) -> Result<(), TargetError> {
         self.conn = None;
-        let (client, connection) = self.config.connect(tokio_postgres::NoTls).await.map_err(|e| {
+        let (client, connection) = self.config.connect(self.tls.clone()).await.map_err(|e| {
             TargetError::Transient(format!("cannot connect to the target database: {}", describe(&e)))
         })?;
         let name = self.name.clone();
@@ -328,7 +327,7 @@ impl PostgresTarget {
     }
 
     /// Runs a prepared statement with one `text[]` per column; returns the rows it affected.
-    async fn run(&mut self, sql: &str, columns: &[Column<'_>]) -> Result<u64, Failure> {
+    async fn run(&mut self, sql: &str, columns: &[TextColumn]) -> Result<u64, Failure> {
         let statement = self.statement(sql, columns.len()).await?;
         let params: Vec<&(dyn ToSql + Sync)> = columns.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
         let client = &self.conn.as_ref().expect("connected").client;
