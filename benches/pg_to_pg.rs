@@ -45,6 +45,14 @@ fn server() -> PgServer {
     server
 }
 
+/// The server processes whose CPU time counts: each replicator's walsender at the source, native's
+/// apply worker, Remix's session at the target (the only client besides the poller).
+const WALSENDER_NATIVE: &str = "SELECT pid FROM pg_stat_replication WHERE application_name = 'native'";
+const WALSENDER_REMIX: &str = "SELECT pid FROM pg_stat_replication WHERE application_name = 'remix'";
+const APPLY_WORKER: &str = "SELECT pid FROM pg_stat_subscription WHERE subname = 'native' AND relid IS NULL";
+const TARGET_BACKEND: &str = "SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend' \
+                              AND datname = 'bench' AND pid <> pg_backend_pid()";
+
 /// A connection kept open to ask for the marker: a `psql` process per poll would cost more CPU than
 /// the query, on the same cores as what is timed.
 struct Poller {
@@ -63,6 +71,12 @@ impl Poller {
             client
         });
         Poller { runtime, client }
+    }
+
+    /// CPU time of the server processes a query lists (`SELECT pid ...`).
+    fn cpu_of(&self, pids_sql: &str) -> Duration {
+        let rows = self.runtime.block_on(self.client.query(pids_sql, &[])).expect("list server processes");
+        rows.iter().map(|row| support::process_cpu(row.get::<_, i32>(0) as u32)).sum()
     }
 
     fn has_marker(&self, phase: &str) -> bool {
@@ -181,6 +195,10 @@ struct Phase {
     remix_log: Option<Duration>,
     /// CPU time Remix used for the phase.
     remix_cpu: Duration,
+    /// CPU time of native replication's walsender and apply worker.
+    native_cpu: Duration,
+    /// CPU time of Remix's walsender and its session at the target.
+    servers_cpu: Duration,
 }
 
 fn main() {
@@ -217,6 +235,7 @@ fn main() {
     }
     remix.stop();
 
+    let source_poller = Poller::connect(&source);
     let native_poller = Poller::connect(&native);
     let target_poller = Poller::connect(&target);
     let mut phases = Vec::new();
@@ -229,6 +248,7 @@ fn main() {
         source.psql("bench", "CHECKPOINT");
         set_subscription(&native, true);
         let native_time = native_poller.wait_marker(name, || {});
+        let native_cpu = source_poller.cpu_of(WALSENDER_NATIVE) + native_poller.cpu_of(APPLY_WORKER);
         set_subscription(&native, false);
         eprintln!("{name}: native caught up in {:.2} s", native_time.as_secs_f64());
         let start = Instant::now();
@@ -242,6 +262,7 @@ fn main() {
         let remix_time = start.elapsed();
         peak_rss = peak_rss.max(remix.peak_rss());
         let remix_cpu = remix.cpu_time();
+        let servers_cpu = source_poller.cpu_of(WALSENDER_REMIX) + target_poller.cpu_of(TARGET_BACKEND);
         remix.stop();
         eprintln!("{name}: remix caught up in {:.2} s", remix_time.as_secs_f64());
         let expected = checksum(&source);
@@ -256,6 +277,8 @@ fn main() {
             remix: remix_time,
             remix_log,
             remix_cpu,
+            native_cpu,
+            servers_cpu,
         });
     }
 
@@ -278,6 +301,20 @@ fn main() {
             ratio,
             p.remix_log.map_or("-".to_owned(), |d| format!("{:.2}", d.as_secs_f64())),
             p.remix_cpu.as_secs_f64(),
+        );
+    }
+    println!();
+    println!("CPU time (s): native = walsender + apply worker; remix = walsender + remix + target session");
+    for p in &phases {
+        let remix_total = p.servers_cpu + p.remix_cpu;
+        println!(
+            "{:<8} native {:>6.2}   remix {:>6.2} (servers {:.2} + remix {:.2})   on 2 cores at least {:.2} s",
+            p.name,
+            p.native_cpu.as_secs_f64(),
+            remix_total.as_secs_f64(),
+            p.servers_cpu.as_secs_f64(),
+            p.remix_cpu.as_secs_f64(),
+            remix_total.as_secs_f64() / 2.0,
         );
     }
     let mib = peak_rss as f64 / (1024.0 * 1024.0);

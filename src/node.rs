@@ -93,11 +93,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let stripe_states = crate::sources::stripe::states(&config);
     let indexes = {
         let (log, dlq_log, states) = (Arc::clone(&log), Arc::clone(&dlq_log), stripe_states.clone());
+        let visited: Vec<String> = states.iter().map(|s| s.name().to_owned()).collect();
         let mut visit =
             move |change: &crate::record::Change| crate::sources::stripe::observe(&states, change);
         Arc::new(
-            tokio::task::spawn_blocking(move || Indexes::rebuild_visiting(&log, &dlq_log, &mut visit))
-                .await??,
+            tokio::task::spawn_blocking(move || {
+                Indexes::rebuild_visiting(&log, &dlq_log, &visited, &mut visit)
+            })
+            .await??,
         )
     };
     let appender = Appender::new(Arc::clone(&log));

@@ -69,16 +69,9 @@ impl Remix {
         line.split_whitespace().nth(1)?.parse::<f64>().ok().map(|v| v as u64)
     }
 
-    /// CPU time used so far (user + system), from `/proc/<pid>/stat`: a figure that, unlike the
-    /// elapsed time, does not depend on what else the machine runs.
+    /// CPU time used so far (user + system).
     pub fn cpu_time(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // The fields after the command name (which may hold spaces) are space-separated; utime and
-        // stime are the 14th and 15th fields of the line, in clock ticks (100 per second on Linux).
-        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        Duration::from_millis((ticks(11) + ticks(12)) * 10)
+        process_cpu(self.child.id())
     }
 
     /// The log's durable offset, from the admin API (`cursor + lag_records` of the first target).
@@ -106,6 +99,18 @@ impl Drop for Remix {
             let _ = self.child.wait();
         }
     }
+}
+
+/// CPU time a process used so far (user + system), from `/proc/<pid>/stat`: a figure that, unlike the
+/// elapsed time, does not depend on what else the machine runs. Zero if the process is gone.
+pub fn process_cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the command name (which may hold spaces), utime and stime are the 12th and 13th fields,
+    // in clock ticks (100 per second on Linux).
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
 /// A blocking `GET` over a raw TCP stream: `(status, body)`.

@@ -63,10 +63,13 @@ async fn direct(name: &str, config: Arc<Config>) -> anyhow::Result<Value> {
     let states: Vec<_> = stripe::states(&config).into_iter().filter(|s| s.name() == name).collect();
     let indexes = {
         let (log, dlq_log, states) = (Arc::clone(&log), Arc::clone(&dlq_log), states.clone());
+        let visited: Vec<String> = states.iter().map(|s| s.name().to_owned()).collect();
         let mut visit = move |change: &crate::record::Change| stripe::observe(&states, change);
         Arc::new(
-            tokio::task::spawn_blocking(move || Indexes::rebuild_visiting(&log, &dlq_log, &mut visit))
-                .await??,
+            tokio::task::spawn_blocking(move || {
+                Indexes::rebuild_visiting(&log, &dlq_log, &visited, &mut visit)
+            })
+            .await??,
         )
     };
     let context = SourceContext {

@@ -4,28 +4,32 @@
 
 use super::Item;
 use crate::record::Op;
+use serde_json::Value;
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 
 /// Collapses `items` (in log order) and returns them in log order of their last change.
 pub fn collapse(items: Vec<Item>) -> Vec<Item> {
     let mut out: Vec<Option<Item>> = Vec::with_capacity(items.len());
-    let mut slot_of: HashMap<(String, String), usize> = HashMap::with_capacity(items.len());
+    let mut slots = Slots::with_capacity(items.len());
     let mut merged_any = false;
     for item in items {
         if item.op == Op::Truncate {
-            slot_of.clear();
+            slots.clear();
             out.push(Some(item));
             continue;
         }
-        let id = (item.model.clone(), item.key.to_string());
-        match slot_of.get(&id).copied() {
+        let hash = key_hash(&item.model, &item.key);
+        let same_key =
+            |slot: usize| out[slot].as_ref().is_some_and(|o| o.model == item.model && o.key == item.key);
+        match slots.find(hash, same_key) {
             Some(slot) => {
                 let earlier = out[slot].take().expect("a slot holds its key's item");
                 out[slot] = Some(merge(earlier, item));
                 merged_any = true;
             }
             None => {
-                slot_of.insert(id, out.len());
+                slots.insert(hash, out.len());
                 out.push(Some(item));
             }
         }
@@ -35,6 +39,73 @@ pub fn collapse(items: Vec<Item>) -> Vec<Item> {
         kept.sort_by_key(|item| item.offset);
     }
     kept
+}
+
+/// The slot of each (model, key) seen, by a hash of it: nothing is allocated per item. Keys whose
+/// hashes collide (rare) go to a short list compared one by one.
+struct Slots {
+    by_hash: HashMap<u64, usize>,
+    collided: Vec<usize>,
+}
+
+impl Slots {
+    fn with_capacity(n: usize) -> Slots {
+        Slots { by_hash: HashMap::with_capacity(n), collided: Vec::new() }
+    }
+
+    fn clear(&mut self) {
+        self.by_hash.clear();
+        self.collided.clear();
+    }
+
+    fn find(&self, hash: u64, same_key: impl Fn(usize) -> bool) -> Option<usize> {
+        match self.by_hash.get(&hash) {
+            Some(&slot) if same_key(slot) => Some(slot),
+            Some(_) => self.collided.iter().copied().find(|&slot| same_key(slot)),
+            None => None,
+        }
+    }
+
+    fn insert(&mut self, hash: u64, slot: usize) {
+        if let std::collections::hash_map::Entry::Vacant(entry) = self.by_hash.entry(hash) {
+            entry.insert(slot);
+        } else {
+            self.collided.push(slot);
+        }
+    }
+}
+
+fn key_hash(model: &str, key: &Value) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    model.hash(&mut hasher);
+    hash_value(key, &mut hasher);
+    hasher.finish()
+}
+
+/// Hashes a JSON value consistently with its `==` (objects by their entries).
+fn hash_value(value: &Value, hasher: &mut impl Hasher) {
+    match value {
+        Value::Null => 0u8.hash(hasher),
+        Value::Bool(b) => (1u8, b).hash(hasher),
+        // Equal numbers are the same kind of number with the same value.
+        Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => (2u8, u).hash(hasher),
+            (None, Some(i)) => (6u8, i).hash(hasher),
+            (None, None) => (7u8, n.as_f64().map(f64::to_bits)).hash(hasher),
+        },
+        Value::String(s) => (3u8, s).hash(hasher),
+        Value::Array(items) => {
+            (4u8, items.len()).hash(hasher);
+            items.iter().for_each(|v| hash_value(v, hasher));
+        }
+        Value::Object(map) => {
+            (5u8, map.len()).hash(hasher);
+            for (k, v) in map {
+                k.hash(hasher);
+                hash_value(v, hasher);
+            }
+        }
+    }
 }
 
 /// The effect of `earlier` then `later` on one key.
@@ -95,5 +166,37 @@ mod tests {
         ];
         let offsets: Vec<u64> = collapse(items).iter().map(|i| i.offset).collect();
         assert_eq!(offsets, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn keys_are_compared_by_value_not_by_hash() {
+        let keyed =
+            |offset: u64, key: serde_json::Value| Item { key, ..item(offset, 0, Op::Upsert, json!({}), &[]) };
+        let items = vec![
+            keyed(1, json!({"id": 1})),
+            keyed(2, json!({"id": 1.0})),
+            keyed(3, json!({"id": "1"})),
+            keyed(4, json!({"a": 1, "b": [1, {"c": null}]})),
+            keyed(5, json!({"id": -1})),
+            keyed(6, json!({"b": [1, {"c": null}], "a": 1})),
+            keyed(7, json!({"id": 1})),
+        ];
+        let offsets: Vec<u64> = collapse(items).iter().map(|i| i.offset).collect();
+        assert_eq!(offsets, vec![2, 3, 5, 6, 7]);
+    }
+
+    #[test]
+    fn colliding_hashes_keep_their_own_slots() {
+        let mut slots = Slots::with_capacity(4);
+        slots.insert(9, 0);
+        slots.insert(9, 1);
+        slots.insert(9, 2);
+        assert_eq!(slots.find(9, |s| s == 1), Some(1));
+        assert_eq!(slots.find(9, |s| s == 2), Some(2));
+        assert_eq!(slots.find(9, |s| s == 0), Some(0));
+        assert_eq!(slots.find(9, |_| false), None);
+        assert_eq!(slots.find(8, |_| true), None);
+        slots.clear();
+        assert_eq!(slots.find(9, |_| true), None);
     }
 }

@@ -62,7 +62,7 @@
 //! that fails after the ones before it, and the error names that item (`on_error: pause` shows it,
 //! `dead_letter` sends it to the DLQ and applies the rest).
 //!
-//! TLS is not built in yet: `sslmode=require` (or stronger) is refused.
+//! TLS follows the DSN's `sslmode`/`sslrootcert` as libpq does (see `sources::postgres::tls`).
 
 pub mod apply;
 pub mod schema;
