@@ -169,15 +169,36 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let _ = worker.await;
     }
     background.abort();
-    drop(state);
+    let _ = background.await;
+    // Every handle on the logs goes, so that they can be closed explicitly.
+    drop((state, context, source_context, appender, dlq));
     for log in [log, dlq_log] {
-        match Arc::try_unwrap(log) {
-            Ok(log) => tokio::task::spawn_blocking(move || log.close()).await??,
-            Err(_) => tracing::warn!("a log is still in use at shutdown; it closes when the process exits"),
-        }
+        close_log(log).await?;
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How long shutdown waits for tasks that stop on the shutdown signal (a Stripe catch-up, a target's
+/// read in progress) to let go of a log.
+const LOG_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Closes a log once nothing else holds it (everything acknowledged is durable either way).
+async fn close_log(mut log: Arc<Log>) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + LOG_RELEASE_WAIT;
+    loop {
+        match Arc::try_unwrap(log) {
+            Ok(log) => return Ok(tokio::task::spawn_blocking(move || log.close()).await??),
+            Err(shared) if std::time::Instant::now() < deadline => {
+                log = shared;
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            Err(_) => {
+                tracing::warn!("a log is still in use at shutdown; it closes when the process exits");
+                return Ok(());
+            }
+        }
+    }
 }
 
 fn start_targets(

@@ -64,6 +64,10 @@ struct Inner {
     keys: HashMap<String, KeyState>,
     order: VecDeque<String>,
     dead_letters: BTreeMap<u64, DlqEntry>,
+    /// The positions of the latest dead letters of each source (resolved ones too), oldest first: a
+    /// source that resumes from before them skips them by exact position instead of sending the same
+    /// rows to the DLQ again.
+    dead_letter_positions: HashMap<String, VecDeque<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -185,6 +189,11 @@ impl Indexes {
         }
     }
 
+    /// The positions of `source`'s latest dead letters (at most [`DEAD_LETTERS_MAX`]), resolved or not.
+    pub fn dead_letter_positions(&self, source: &str) -> Vec<String> {
+        self.lock().dead_letter_positions.get(source).map(|p| p.iter().cloned().collect()).unwrap_or_default()
+    }
+
     /// The position of the last change `source` logged, if any.
     pub fn last_position(&self, source: &str) -> Option<String> {
         self.lock().last_positions.get(source).cloned()
@@ -196,6 +205,11 @@ impl Indexes {
 
     pub fn add_dead_letter(&self, entry: DlqEntry) {
         let mut inner = self.lock();
+        let positions = inner.dead_letter_positions.entry(entry.letter.source.clone()).or_default();
+        positions.push_back(entry.letter.position.clone());
+        if positions.len() > DEAD_LETTERS_MAX {
+            positions.pop_front();
+        }
         inner.dead_letters.insert(entry.id, entry);
         while inner.dead_letters.len() > DEAD_LETTERS_MAX {
             inner.dead_letters.pop_first();

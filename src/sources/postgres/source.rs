@@ -9,7 +9,9 @@
 //!   logged change.
 //! - Every change carries its position `<commit LSN>:<ordinal>`; after a restart the server resends
 //!   from the slot's confirmed position and changes at or before the last logged position are
-//!   dropped, so the log never holds a streamed change twice.
+//!   dropped, so the log never holds a streamed change twice. A later change whose row went to the
+//!   DLQ is dropped by its exact position (never by a threshold: changes before it may not have been
+//!   logged), so a row is not dead-lettered twice either.
 //! - An interrupted initial snapshot is redone from scratch with a new slot (the exported snapshot
 //!   dies with its connection); snapshot rows are upserts, and the keys this source logged before
 //!   (an interrupted attempt's rows) that the new copy does not hold are deleted after it, so targets
@@ -28,7 +30,7 @@ use crate::sources::SourceContext;
 use remix_storage::{AppendRecord, Appended, Log};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -537,6 +539,8 @@ struct Streamer<'a> {
     domains: HashMap<u32, u32>,
     /// Changes at or before this position are already in the log.
     skip_through: Option<(u64, u64)>,
+    /// Later changes that already went to the DLQ (a crash came before the server was told).
+    dead_lettered: HashSet<String>,
     /// The current transaction: its commit LSN and the next ordinal.
     txn: Option<(u64, u64)>,
     /// `<commit LSN>:` of the current transaction, the start of its positions.
@@ -560,6 +564,13 @@ impl<'a> Streamer<'a> {
             .collect();
         let skip_through =
             source.context.indexes.last_position(source.name()).as_deref().and_then(parse_position);
+        let dead_lettered = source
+            .context
+            .indexes
+            .dead_letter_positions(source.name())
+            .into_iter()
+            .filter(|p| parse_position(p).is_some_and(|at| skip_through.is_none_or(|through| at > through)))
+            .collect();
         Streamer {
             source,
             stream,
@@ -567,6 +578,7 @@ impl<'a> Streamer<'a> {
             relations: HashMap::new(),
             domains: HashMap::new(),
             skip_through,
+            dead_lettered,
             txn: None,
             txn_prefix: String::new(),
             chunk: Chunk::default(),
@@ -734,6 +746,7 @@ impl<'a> Streamer<'a> {
         let mut text = String::with_capacity(self.txn_prefix.len() + 8);
         text.push_str(&self.txn_prefix);
         write!(text, "{}", position.1).expect("writing to a String");
+        let logged = logged || (!self.dead_lettered.is_empty() && self.dead_lettered.remove(&text));
         Ok((text, logged))
     }
 
