@@ -25,16 +25,28 @@ pub struct Remix {
 impl Remix {
     /// Starts `remix run`, its output appended to `remix.out` beside the configuration.
     pub fn start(config: &Path, admin: &str) -> Remix {
-        let out = config.with_file_name("remix.out");
+        Remix::start_with_env(config, &config.with_file_name("remix.out"), admin, &[])
+    }
+
+    /// Starts `remix run` with more environment variables, its output appended to `out`.
+    pub fn start_with_env(config: &Path, out: &Path, admin: &str, env: &[(&str, &str)]) -> Remix {
         let out = std::fs::OpenOptions::new().create(true).append(true).open(out).expect("remix.out");
         let child = Command::new(env!("CARGO_BIN_EXE_remix"))
             .args(["run", "--config", config.to_str().expect("utf-8 path")])
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("remix.out"))
             .stderr(out)
             .spawn()
             .expect("start remix");
         Remix { child, admin: admin.to_owned() }
+    }
+
+    /// Panics if the process has exited.
+    pub fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("remix exited with {status}");
+        }
     }
 
     pub fn wait_ready(&mut self) {
