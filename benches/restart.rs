@@ -51,7 +51,7 @@ fn fill(data_dir: &Path, bytes_min: u64) -> u64 {
     let (mut written, mut next) = (0u64, 1u64);
     while written < bytes_min {
         let batch = next / BATCH_RECORDS;
-        let key = (batch % IDEMPOTENT_EVERY_BATCHES == 0).then(|| format!("batch-{batch}"));
+        let key = batch.is_multiple_of(IDEMPOTENT_EVERY_BATCHES).then(|| format!("batch-{batch}"));
         let records: Vec<AppendRecord> =
             (next..next + BATCH_RECORDS).map(|i| change(i, key.clone())).collect();
         written += records.iter().map(|r| r.payload.len() as u64 + 32).sum::<u64>();
