@@ -11,6 +11,7 @@ have_pg() { ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { need pg_con
 missing=()
 need curl || missing+=(curl)
 need python3 || missing+=(python3)
+need openssl || missing+=(openssl)  # test certificates for the TLS tests
 have_pg || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && need apt-get; then
