@@ -157,6 +157,13 @@ impl Table {
         )
     }
 
+    /// `COPY ... FROM STDIN` (text format) writing `cols`, when those columns can take their values
+    /// as COPY text (every encoding but base64 `bytea`, which the statements decode with a function).
+    pub fn copy_sql(&self, cols: &[usize]) -> Option<String> {
+        let copyable = cols.iter().all(|&c| self.columns[c].encoding != Encoding::Bytea);
+        copyable.then(|| format!("COPY {} ({}) FROM STDIN", self.qualified, self.names(cols)))
+    }
+
     pub fn delete_sql(&self) -> String {
         format!(
             "DELETE FROM {} AS remix_t USING ({}) AS s WHERE {}",
@@ -260,6 +267,46 @@ impl TextColumn {
             Some(element)
         })
     }
+}
+
+/// The rows of `columns` (one element each per row) as COPY text: tab-separated, one line per row,
+/// `\N` for `NULL`, backslash, tab, newline and carriage return escaped.
+pub fn copy_text(columns: &[TextColumn]) -> Vec<u8> {
+    let rows = columns.first().map_or(0, TextColumn::len);
+    let text_bytes: usize = columns.iter().map(|c| c.text.len()).sum();
+    let mut out = Vec::with_capacity(text_bytes + rows * (columns.len() + 1) + text_bytes / 64);
+    let mut elements: Vec<_> = columns.iter().map(TextColumn::elements).collect();
+    for _ in 0..rows {
+        for (i, column) in elements.iter_mut().enumerate() {
+            if i > 0 {
+                out.push(b'\t');
+            }
+            match column.next().expect("every column has an element per row") {
+                None => out.extend_from_slice(b"\\N"),
+                Some(text) => copy_escape(text, &mut out),
+            }
+        }
+        out.push(b'\n');
+    }
+    out
+}
+
+fn copy_escape(text: &str, out: &mut Vec<u8>) {
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escaped: &[u8] = match b {
+            b'\\' => b"\\\\",
+            b'\t' => b"\\t",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(escaped);
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
 }
 
 impl tokio_postgres::types::ToSql for TextColumn {
@@ -448,5 +495,25 @@ mod tests {
         let keys = t.key_params(&[&item]);
         assert_eq!(keys.len(), 1);
         assert_eq!(keys[0].get(0), Some("7"));
+    }
+
+    #[test]
+    fn copy_text_escapes_and_marks_nulls() {
+        let mut a = TextColumn::with_capacity(3);
+        let mut b = TextColumn::with_capacity(3);
+        for (x, y) in
+            [(json!(1), json!("tab\there")), (json!(2), json!(null)), (json!(3), json!("a\\b\nc\rd\\."))]
+        {
+            a.push(Some(&x), Encoding::Text);
+            b.push(Some(&y), Encoding::Text);
+        }
+        let text = String::from_utf8(copy_text(&[a, b])).unwrap();
+        assert_eq!(text, "1\ttab\\there\n2\t\\N\n3\ta\\\\b\\nc\\rd\\\\.\n");
+        let t = table();
+        assert_eq!(
+            t.copy_sql(&[0, 1]).as_deref(),
+            Some(r#"COPY "analytics"."orders" ("order_id", "note") FROM STDIN"#)
+        );
+        assert_eq!(t.copy_sql(&[0, 4]), None, "bytea from base64 needs decode()");
     }
 }

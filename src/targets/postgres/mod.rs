@@ -14,8 +14,11 @@
 //! an unclear commit (the connection dropped during `COMMIT`) ends in the same state; after a
 //! reconnect a batch the cursor row already covers is not applied again.
 //!
-//! An upsert of a group is either a plain `INSERT` inside a savepoint (when the recent batches of that
-//! model were new rows: about twice as fast as `INSERT ... ON CONFLICT`), or, when that meets an
+//! An upsert of a group is either a plain insert inside a savepoint (when the recent batches of that
+//! model were new rows: about twice as fast as `INSERT ... ON CONFLICT`; groups of at least
+//! `COPY_ROWS_MIN` rows use `COPY ... FROM STDIN`, which costs the server about half of the
+//! `INSERT ... SELECT FROM unnest` (1M rows: 0.93 s against 1.68 s), except into base64 `bytea`
+//! columns, which need `decode`), or, when that meets an
 //! existing key (`23505`, rolled back to the savepoint) and for the batches after that, an `UPDATE ...
 //! FROM (unnest ...)` of the existing rows followed, when it updated fewer rows than the group holds,
 //! by an `INSERT ... WHERE NOT EXISTS ... ON CONFLICT (key) DO UPDATE` of the missing ones. Values are
@@ -87,6 +90,10 @@ const STATEMENTS_MAX: usize = 512;
 const DDL_LOCK_KEY: i64 = 0x5245_4d49_5844_444c;
 /// How many later batches of a model skip the plain-insert attempt after one met an existing key, at most.
 const INSERT_BACKOFF_MAX: u32 = 64;
+/// Groups of new rows at least this large go in with `COPY` rather than `INSERT`.
+const COPY_ROWS_MIN: usize = 100;
+/// `COPY` data goes to the server in messages of at most this many bytes.
+const COPY_CHUNK_BYTES: usize = 256 * 1024;
 /// Longest database message quoted in an error.
 const MESSAGE_CHARS_MAX: usize = 600;
 
@@ -337,6 +344,25 @@ impl PostgresTarget {
         }
     }
 
+    /// Runs a `COPY ... FROM STDIN` with `data` (COPY text), sent in chunks; the rows copied.
+    async fn copy(&mut self, sql: &str, data: Vec<u8>) -> Result<u64, Failure> {
+        use futures_util::SinkExt;
+        let statement = self.statement(sql, 0).await?;
+        let client = &self.conn.as_ref().expect("connected").client;
+        let result = async {
+            let sink = client.copy_in::<_, bytes::Bytes>(&statement).await?;
+            let mut sink = std::pin::pin!(sink);
+            let mut data = bytes::Bytes::from(data);
+            while !data.is_empty() {
+                let chunk = data.split_to(data.len().min(COPY_CHUNK_BYTES));
+                sink.send(chunk).await?;
+            }
+            sink.as_mut().finish().await
+        }
+        .await;
+        result.map_err(|e| self.fail(e))
+    }
+
     async fn simple(&mut self, sql: &str) -> Result<(), Failure> {
         let client = &self.conn.as_ref().expect("connected").client;
         match client.batch_execute(sql).await {
@@ -441,12 +467,17 @@ impl PostgresTarget {
         let (insert, update, insert_missing) =
             (table.insert_sql(cols), table.update_sql(cols), table.insert_missing_sql(cols));
         let columns = table.params(cols, group);
+        let copy = table.copy_sql(cols).filter(|_| group.len() >= COPY_ROWS_MIN);
         let optimism = self.optimism.entry(model.to_owned()).or_default();
         let try_insert = !partial && optimism.skip == 0;
         optimism.skip = optimism.skip.saturating_sub(1);
         if try_insert {
             self.simple("SAVEPOINT remix_insert").await?;
-            match self.run(&insert, &columns).await {
+            let inserted = match copy {
+                Some(sql) => self.copy(&sql, apply::copy_text(&columns)).await,
+                None => self.run(&insert, &columns).await,
+            };
+            match inserted {
                 Ok(_) => {
                     self.optimism.insert(model.to_owned(), Optimism::default());
                     return self.simple("RELEASE SAVEPOINT remix_insert").await;
