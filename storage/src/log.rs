@@ -16,9 +16,13 @@ use crate::Paths;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
+
+/// Sealed segments whose files stay open after a read, at most (each unsealed segment holds its
+/// own besides): far below common descriptor limits however many segments the log keeps.
+pub const SEALED_FILES_OPEN_MAX: usize = 64;
 
 /// Milliseconds since the Unix epoch; injectable for tests.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
@@ -118,6 +122,8 @@ pub(crate) struct Shared {
     pub start_offset: AtomicU64,
     durable_lock: Mutex<()>,
     durable_changed: Condvar,
+    /// The sealed segments whose files readers opened, oldest first (see [`Shared::segment_file`]).
+    sealed_open: Mutex<VecDeque<Weak<Segment>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -145,7 +151,27 @@ impl Shared {
             start_offset: AtomicU64::new(start),
             durable_lock: Mutex::new(()),
             durable_changed: Condvar::new(),
+            sealed_open: Mutex::new(VecDeque::new()),
         }
+    }
+
+    /// A segment's open file for reading: an unsealed segment's own; a sealed one's, opened if need
+    /// be, and kept open for at most [`SEALED_FILES_OPEN_MAX`] sealed segments at a time (the least
+    /// recently opened let go of theirs first; a reader in the middle of one keeps its handle).
+    pub(crate) fn segment_file(&self, segment: &Arc<Segment>) -> Result<Arc<dyn crate::fs::FsFile>> {
+        if let Some(file) = segment.cached_file() {
+            return Ok(file);
+        }
+        let file = self.fs.open(&segment.path, crate::fs::OpenMode::Read).at(&segment.path)?;
+        segment.keep_file(Arc::clone(&file));
+        let mut open = lock(&self.sealed_open);
+        open.push_back(Arc::downgrade(segment));
+        while open.len() > SEALED_FILES_OPEN_MAX {
+            if let Some(oldest) = open.pop_front().and_then(|s| s.upgrade()) {
+                oldest.release_file();
+            }
+        }
+        Ok(file)
     }
 
     pub(crate) fn durable_offset(&self) -> u64 {
@@ -538,10 +564,9 @@ impl LogView {
             let newest = shared.segments.read().unwrap_or_else(|e| e.into_inner()).last().cloned();
             if let Some(segment) = &newest {
                 if !segment.meta().sealed {
-                    let file_len = segment.file.len().at(&segment.path)?;
+                    let file_len = segment.file().len().at(&segment.path)?;
                     let meta = segment.meta().clone();
-                    let scan = scan_groups(Arc::clone(&segment.file), segment.salt, meta, file_len)
-                        .at(&segment.path)?;
+                    let scan = scan_groups(segment.file(), segment.salt, meta, file_len).at(&segment.path)?;
                     if let Some(Stop::Misplaced { position, expected, reason }) = scan.stop {
                         let path = segment.path.clone();
                         return Err(Error::Corrupt { segment: path, position, offset: expected, reason });
@@ -551,6 +576,7 @@ impl LogView {
                     if !sealed {
                         break;
                     }
+                    segment.release_file();
                 }
             }
             let next_base = newest.map_or(self.first_offset(), |s| s.meta().last_offset + 1);

@@ -133,7 +133,8 @@ impl LogReader {
             let meta = segment.meta();
             (meta.seek(self.next_offset), meta.bytes)
         };
-        let scanner = Scanner::new(Arc::clone(&segment.file), segment.salt, position, end);
+        let file = self.shared.segment_file(&segment)?;
+        let scanner = Scanner::new(file, segment.salt, position, end);
         self.current = Some((segment, scanner));
         Ok(())
     }

@@ -169,7 +169,7 @@ fn open_segment(
     // After kill -9 the newest segment may hold writes that reached only the page cache: they are
     // made durable before the log trusts them, or a later power loss takes back what it published.
     let sync = |segment: &Segment| match open_mode {
-        OpenMode::ReadWrite => segment.file.sync_data().at(&segment.path),
+        OpenMode::ReadWrite => segment.file().sync_data().at(&segment.path),
         _ => Ok(()),
     };
     let file_len = file.len().at(&path)?;
@@ -178,6 +178,7 @@ fn open_segment(
     if let Some(index) = load_index(fs, &segment, file_len) {
         *segment.meta() = meta_from_index(&index);
         sync(&segment)?;
+        release_if_sealed(&segment);
         return Ok(segment);
     }
     let tail = scan_segment(&segment, file_len)?;
@@ -196,7 +197,15 @@ fn open_segment(
         write_file_atomic(fs, &segment.index_path(), &segment.to_index().encode()).at(segment.index_path())?;
         notes.push(format!("rebuilt index {}", segment.index_path().display()));
     }
+    release_if_sealed(&segment);
     Ok(segment)
+}
+
+/// A sealed segment is reopened when read (see `Shared::segment_file`).
+fn release_if_sealed(segment: &Segment) {
+    if segment.meta().sealed {
+        segment.release_file();
+    }
 }
 
 pub(crate) fn read_header(
@@ -249,7 +258,7 @@ enum Tail {
 /// it can be a torn write; corruption is returned as an error.
 fn scan_segment(segment: &Segment, file_len: u64) -> Result<Tail> {
     let empty = SegmentMeta::empty(segment.base_offset);
-    let scan = scan_groups(Arc::clone(&segment.file), segment.salt, empty, file_len).at(&segment.path)?;
+    let scan = scan_groups(segment.file(), segment.salt, empty, file_len).at(&segment.path)?;
     if let Some(Stop::Misplaced { position, expected, reason }) = scan.stop {
         return Err(Error::Corrupt { segment: segment.path.clone(), position, offset: expected, reason });
     }
@@ -287,7 +296,7 @@ fn classify_tail(segment: &Segment, torn_at: u64, file_len: u64, reason: String)
 fn synced_group_after(segment: &Segment, from: u64, file_len: u64) -> Result<Option<u64>> {
     let len = (file_len - from) as usize;
     let mut bytes = vec![0u8; len];
-    read_exact_at(segment.file.as_ref(), &mut bytes, from).at(&segment.path)?;
+    read_exact_at(segment.file().as_ref(), &mut bytes, from).at(&segment.path)?;
     for at in 1..len {
         let Ok((header, _)) = crate::format::decode_frame(&bytes[at..], segment.salt) else { continue };
         if header.is_group_end() && at + header.frame_bytes() < len {
@@ -318,13 +327,13 @@ fn cut_torn_tail(
         return Ok(());
     }
     let mut bytes = vec![0u8; (file_len - position) as usize];
-    read_exact_at(segment.file.as_ref(), &mut bytes, position).at(&segment.path)?;
+    read_exact_at(segment.file().as_ref(), &mut bytes, position).at(&segment.path)?;
     let name = format!("{}.{position}.{now_ms}.torn", segment_file_name(segment.base_offset));
     let quarantined = paths.quarantine_dir.join(name);
     fs.create_dir_all(&paths.quarantine_dir).at(&paths.quarantine_dir)?;
     write_file_atomic(fs, &quarantined, &bytes).at(&quarantined)?;
-    segment.file.set_len(position).at(&segment.path)?;
-    segment.file.sync_data().at(&segment.path)?;
+    segment.file().set_len(position).at(&segment.path)?;
+    segment.file().sync_data().at(&segment.path)?;
     notes.push(format!(
         "cut a torn tail of {} bytes at byte {position} of {} ({reason}); copied to {}",
         file_len - position,

@@ -1,4 +1,8 @@
 //! One segment file in memory: its identity, its open handle and what is known of its contents.
+//!
+//! An unsealed segment (the one being written, or the newest one a view reads) always holds its file
+//! open. A sealed one holds it only while it is among the most recently read (see
+//! `Shared::segment_file`): a log of thousands of segments does not take thousands of descriptors.
 
 use crate::error::{IoContext, Result};
 use crate::format::{
@@ -76,7 +80,7 @@ pub(crate) struct Segment {
     pub base_offset: u64,
     pub salt: u64,
     pub path: PathBuf,
-    pub file: Arc<dyn FsFile>,
+    file: Mutex<Option<Arc<dyn FsFile>>>,
     meta: Mutex<SegmentMeta>,
 }
 
@@ -87,7 +91,34 @@ impl Segment {
         file: Arc<dyn FsFile>,
         meta: SegmentMeta,
     ) -> Segment {
-        Segment { base_offset: header.base_offset, salt: header.salt, path, file, meta: Mutex::new(meta) }
+        Segment {
+            base_offset: header.base_offset,
+            salt: header.salt,
+            path,
+            file: Mutex::new(Some(file)),
+            meta: Mutex::new(meta),
+        }
+    }
+
+    /// The open file of a segment that holds it: always an unsealed one.
+    pub(crate) fn file(&self) -> Arc<dyn FsFile> {
+        self.cached_file().expect("an unsealed segment keeps its file open")
+    }
+
+    /// The open file, if the segment holds one.
+    pub(crate) fn cached_file(&self) -> Option<Arc<dyn FsFile>> {
+        self.file.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Keeps `file` (just opened) as this segment's open file.
+    pub(crate) fn keep_file(&self, file: Arc<dyn FsFile>) {
+        *self.file.lock().unwrap_or_else(|e| e.into_inner()) = Some(file);
+    }
+
+    /// Lets go of the open file of a sealed segment (readers that have it keep their handle).
+    pub(crate) fn release_file(&self) {
+        assert!(self.meta().sealed, "only a sealed segment lets go of its file");
+        *self.file.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     pub(crate) fn meta(&self) -> MutexGuard<'_, SegmentMeta> {

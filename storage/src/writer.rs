@@ -117,7 +117,7 @@ impl Writer {
 
     /// Writes `buf` at `position` of the active segment and syncs it.
     fn write_durably(&mut self, position: u64) -> Outcome<(u64, u64)> {
-        let file = &self.active.file;
+        let file = &self.active.file();
         let started = std::time::Instant::now();
         if let Err(e) = file.write_all_at(&self.buf, position) {
             if !is_enospc(&e) {
@@ -196,7 +196,8 @@ impl Writer {
             Err(e) => return Err(Failure::Fatal(e.to_string())),
         };
         self.shared.push_segment(Arc::clone(&segment));
-        self.active = segment;
+        let sealed = std::mem::replace(&mut self.active, segment);
+        sealed.release_file();
         Ok(())
     }
 }

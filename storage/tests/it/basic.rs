@@ -181,3 +181,43 @@ fn offset_at_time_finds_first_record_not_older() {
     assert_eq!(log.offset_at_time(b.timestamp_ms).unwrap(), 2);
     assert_eq!(log.offset_at_time(b.timestamp_ms + 1).unwrap(), 3);
 }
+
+/// Files under `dir` this process holds open (other tests run beside this one in the process).
+fn open_files_under(dir: &std::path::Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter(|target| target.starts_with(dir))
+        .count()
+}
+
+#[test]
+fn sealed_segments_do_not_each_hold_a_file_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().canonicalize().unwrap();
+    let log = open(&dir, 64 * 1024);
+    for group in 0..500u64 {
+        log.append_blocking((group * 300..(group + 1) * 300).map(record).collect()).unwrap();
+    }
+    let segments = log.stat().segments.len();
+    assert!(segments > 2 * remix_storage::SEALED_FILES_OPEN_MAX, "{segments} segments");
+    let bound = remix_storage::SEALED_FILES_OPEN_MAX + 8; // + the active segment, lock and slot files
+    assert!(open_files_under(&dir) < 8, "after the writes: {}", open_files_under(&dir));
+    let records = read_all(&log);
+    assert_eq!(records.len(), 150_000);
+    assert_records(&records, 0);
+    assert!(open_files_under(&dir) <= bound, "after a full read: {}", open_files_under(&dir));
+    log.close().unwrap();
+    drop(log);
+    // Recovery opens every segment once, and keeps only the newest open.
+    let log = open(&dir, 64 * 1024);
+    assert!(open_files_under(&dir) < 8, "after reopening: {}", open_files_under(&dir));
+    let records = read_all(&log);
+    assert_records(&records, 0);
+    assert!(open_files_under(&dir) <= bound, "after a full read: {}", open_files_under(&dir));
+    // A view does the same.
+    let view = LogView::open(Arc::new(OsFs), &dir).unwrap();
+    let records: Vec<_> = view.reader(1).unwrap().map(Result::unwrap).collect();
+    assert_eq!(records.len(), 150_000);
+    assert!(open_files_under(&dir) <= 2 * bound, "with a view: {}", open_files_under(&dir));
+}
