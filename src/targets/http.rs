@@ -24,6 +24,7 @@
 //! file and forgets the skip: a rewind intentionally delivers again.
 
 use super::{Batch, Item, Target, TargetError};
+use crate::error_chain;
 use crate::record::Op;
 use crate::targets::state::write_durably;
 use anyhow::Context;
@@ -262,17 +263,6 @@ pub(crate) fn excerpt(text: &str, chars_max: usize) -> String {
         Some((end, _)) => format!("{}...", &flat[..end]),
         None => flat,
     }
-}
-
-/// An error and its causes, `: `-separated.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
 }
 
 fn read_inflight(path: &Path) -> io::Result<Option<Inflight>> {

@@ -53,7 +53,7 @@ fn sql_connect(dsn: &str) -> Result<bool, String> {
         let row = client
             .query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
             .await
-            .map_err(|e| tls::error_chain(&e))?;
+            .map_err(|e| remix::error_chain(&e))?;
         connection.abort();
         Ok(row.get(0))
     })

@@ -18,6 +18,7 @@
 //! default. PostgreSQL never uses TLS on a unix socket: there `prefer` is plaintext and `require` and
 //! above are refused. The handshake's signatures are always checked, whatever the mode.
 
+use crate::error_chain;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
@@ -327,17 +328,6 @@ fn percent_decode(text: &str) -> Result<String, TlsError> {
     // The text is not quoted back: it may be part of a password.
     String::from_utf8(out)
         .map_err(|_| TlsError::Dsn("a URL parameter does not percent-decode to UTF-8".into()))
-}
-
-/// An error and its sources, `: `-separated (tokio-postgres puts the interesting part in the sources).
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
 }
 
 fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {

@@ -2,7 +2,8 @@
 //! secret key as a bearer token, form-encoded bodies, and Stripe's rate-limit answers respected
 //! (429: wait for `Retry-After`, or a second when it is absent, then try again).
 
-use crate::targets::http::{error_chain, excerpt};
+use crate::error_chain;
+use crate::targets::http::excerpt;
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use serde_json::{Map, Value};
 use std::time::Duration;
