@@ -63,12 +63,24 @@ pub fn router(source: &WebhookSource, context: &SourceContext) -> Router {
 }
 
 /// An error answer: `{"error": message, ...extra}`.
-fn error(status: StatusCode, message: impl Into<String>, extra: Option<(&str, Value)>) -> Response {
+pub(crate) fn error(
+    status: StatusCode,
+    message: impl Into<String>,
+    extra: Option<(&str, Value)>,
+) -> Response {
     let mut body = json!({ "error": message.into() });
     if let Some((key, value)) = extra {
         body[key] = value;
     }
     (status, Json(body)).into_response()
+}
+
+/// `response`, counted in `remix_webhook_requests_total` by source and status.
+pub(crate) fn counted(source: &str, response: Response) -> Response {
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("remix_webhook_requests_total", "source" => source.to_owned(), "status" => status)
+        .increment(1);
+    response
 }
 
 fn unavailable(e: &AppendError) -> Response {
@@ -97,10 +109,7 @@ impl Route {
         headers: HeaderMap,
         body: Result<Bytes, axum::extract::rejection::BytesRejection>,
     ) -> Response {
-        let response = self.answer(&headers, body).await;
-        let status = response.status().as_u16().to_string();
-        metrics::counter!("remix_webhook_requests_total", "source" => self.source.name.clone(), "status" => status).increment(1);
-        response
+        counted(&self.source.name, self.answer(&headers, body).await)
     }
 
     async fn answer(

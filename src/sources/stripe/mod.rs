@@ -212,11 +212,7 @@ impl StripeHandle {
         headers: HeaderMap,
         body: Result<Bytes, axum::extract::rejection::BytesRejection>,
     ) -> Response {
-        let response = self.answer(&headers, body).await;
-        let status = response.status().as_u16().to_string();
-        metrics::counter!("remix_webhook_requests_total", "source" => self.name().to_owned(), "status" => status)
-            .increment(1);
-        response
+        crate::sources::webhook::counted(self.name(), self.answer(&headers, body).await)
     }
 
     async fn answer(
@@ -388,7 +384,7 @@ impl StripeHandle {
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
+    crate::sources::webhook::error(status, message, None)
 }
 
 /// The state of every Stripe source of the configuration, to be fed by the start-up scan.
