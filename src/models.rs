@@ -160,11 +160,6 @@ impl Model {
     }
 
     /// The key object (`{"id": 7}`), or `None` when a key field is missing or null.
-    pub fn key_of(&self, obj: &Value) -> Option<Value> {
-        obj.as_object().and_then(|map| self.key_of_map(map))
-    }
-
-    /// [`Model::key_of`] for an object's map.
     pub fn key_of_map(&self, obj: &Map<String, Value>) -> Option<Value> {
         let mut key = Map::new();
         for field in &self.key {
@@ -296,9 +291,12 @@ mod tests {
             &["a".into(), "b".into()],
         )
         .unwrap();
-        assert_eq!(m.key_of(&json!({"a": 1, "b": "x", "c": 3})), Some(json!({"a": 1, "b": "x"})));
-        assert_eq!(m.key_of(&json!({"a": 1})), None);
-        assert_eq!(m.key_of(&json!({"a": 1, "b": null})), None);
+        assert_eq!(
+            m.key_of_map(json!({"a": 1, "b": "x", "c": 3}).as_object().unwrap()),
+            Some(json!({"a": 1, "b": "x"}))
+        );
+        assert_eq!(m.key_of_map(json!({"a": 1}).as_object().unwrap()), None);
+        assert_eq!(m.key_of_map(json!({"a": 1, "b": null}).as_object().unwrap()), None);
         let errs = m.validate(&json!({"a": 1})).unwrap_err();
         assert_eq!(
             errs,

@@ -12,7 +12,6 @@
 use super::schema::{quote_ident, ColumnInfo, TablePlan};
 use crate::targets::Item;
 use serde_json::Value;
-use std::borrow::Cow;
 
 /// How a column's values are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -340,17 +339,6 @@ impl tokio_postgres::types::ToSql for TextColumn {
     tokio_postgres::types::to_sql_checked!();
 }
 
-/// A value as its column's input text (see [`encode_into`]), `None` for `NULL`.
-pub fn encode(value: &Value, encoding: Encoding) -> Option<Cow<'_, str>> {
-    match (value, encoding) {
-        (Value::String(s), Encoding::Text | Encoding::Bytea | Encoding::Array) => Some(Cow::Borrowed(s)),
-        _ => {
-            let mut out = String::new();
-            encode_into(value, encoding, &mut out).then_some(Cow::Owned(out))
-        }
-    }
-}
-
 /// Appends a value as its column's input text to `out`; `false` (nothing appended) for `NULL`.
 pub fn encode_into(value: &Value, encoding: Encoding, out: &mut String) -> bool {
     use std::fmt::Write as _;
@@ -402,6 +390,12 @@ mod tests {
     use crate::record::Op;
     use crate::targets::postgres::schema::{ColumnSpec, JsonType};
     use serde_json::json;
+
+    /// A value as its column's input text, `None` for `NULL`.
+    fn encode(value: &Value, encoding: Encoding) -> Option<String> {
+        let mut out = String::new();
+        encode_into(value, encoding, &mut out).then_some(out)
+    }
 
     fn table() -> Table {
         let plan = TablePlan {
