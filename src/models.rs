@@ -43,6 +43,89 @@ pub struct Model {
     key: Vec<String>,
     properties: BTreeSet<String>,
     validator: jsonschema::Validator,
+    flat: Option<FlatSchema>,
+}
+
+/// A schema that only constrains the types of top-level fields (see [`Model::flat`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlatSchema {
+    /// Each property's allowed JSON types ([`json_types`] bits).
+    pub properties: std::collections::BTreeMap<String, u8>,
+    pub required: Vec<String>,
+    /// `additionalProperties` is not `false`.
+    pub additional_allowed: bool,
+}
+
+/// Bits of the JSON types a flat schema allows a field (`integer` is also a `number`).
+pub mod json_types {
+    pub const NULL: u8 = 1;
+    pub const BOOLEAN: u8 = 2;
+    pub const INTEGER: u8 = 4;
+    pub const NUMBER: u8 = 8;
+    pub const STRING: u8 = 16;
+    pub const OBJECT: u8 = 32;
+    pub const ARRAY: u8 = 64;
+    pub const ANY: u8 = 127;
+}
+
+/// Words of a schema that change nothing about validation.
+const ANNOTATIONS: [&str; 5] = ["$comment", "title", "description", "examples", "$schema"];
+
+/// The schema as a [`FlatSchema`], `None` when it says anything more than that.
+fn flat_schema(schema: &Value) -> Option<FlatSchema> {
+    let root = schema.as_object()?;
+    let known = ["type", "properties", "required", "additionalProperties", "$id"];
+    if !root.keys().all(|k| known.contains(&k.as_str()) || ANNOTATIONS.contains(&k.as_str())) {
+        return None;
+    }
+    if root.get("type")? != "object" {
+        return None;
+    }
+    let additional_allowed = match root.get("additionalProperties") {
+        None => true,
+        Some(Value::Bool(allowed)) => *allowed,
+        Some(_) => return None,
+    };
+    let mut properties = std::collections::BTreeMap::new();
+    for (name, property) in root.get("properties").map_or(Some(&Map::new()), Value::as_object)? {
+        properties.insert(name.clone(), property_types(property)?);
+    }
+    let required = match root.get("required") {
+        None => Vec::new(),
+        Some(list) => {
+            list.as_array()?.iter().map(|r| r.as_str().map(str::to_owned)).collect::<Option<_>>()?
+        }
+    };
+    Some(FlatSchema { properties, required, additional_allowed })
+}
+
+/// The JSON types a property schema allows, `None` unless it constrains nothing but the type.
+fn property_types(property: &Value) -> Option<u8> {
+    let property = match property {
+        Value::Bool(true) => return Some(json_types::ANY),
+        other => other.as_object()?,
+    };
+    if !property.keys().all(|k| k == "type" || ANNOTATIONS.contains(&k.as_str())) {
+        return None;
+    }
+    let bit = |name: &Value| -> Option<u8> {
+        use json_types::*;
+        Some(match name.as_str()? {
+            "null" => NULL,
+            "boolean" => BOOLEAN,
+            "integer" => INTEGER,
+            "number" => NUMBER | INTEGER,
+            "string" => STRING,
+            "object" => OBJECT,
+            "array" => ARRAY,
+            _ => return None,
+        })
+    };
+    match property.get("type") {
+        None => Some(json_types::ANY),
+        Some(Value::Array(names)) => names.iter().try_fold(0, |bits, name| Some(bits | bit(name)?)),
+        Some(name) => bit(name),
+    }
 }
 
 impl Model {
@@ -74,7 +157,16 @@ impl Model {
         if !errors.is_empty() {
             return Err(errors);
         }
-        Ok(Model { name: name.to_owned(), origin: None, schema, key: key.to_vec(), properties, validator })
+        let flat = flat_schema(&schema);
+        Ok(Model {
+            name: name.to_owned(),
+            origin: None,
+            schema,
+            key: key.to_vec(),
+            properties,
+            validator,
+            flat,
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -157,6 +249,13 @@ impl Model {
                 errors.push(ValidationError { path: pointer, message });
             }
         }
+    }
+
+    /// The schema, when it constrains only the JSON types of top-level fields, which fields are
+    /// required, and whether others are allowed: a source that knows the types of its values can then
+    /// tell a valid object without the validator.
+    pub fn flat(&self) -> Option<&FlatSchema> {
+        self.flat.as_ref()
     }
 
     /// The key object (`{"id": 7}`), or `None` when a key field is missing or null.

@@ -55,6 +55,38 @@ pub struct Change {
     pub idempotency_key: Option<String>,
 }
 
+/// A [`Change`] as targets read it: `source`, `position` and `idempotency_key` are checked for
+/// well-formed JSON and skipped, not copied (a target never uses them, and this is per record).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeBody {
+    #[serde(rename = "source")]
+    _source: serde::de::IgnoredAny,
+    #[serde(rename = "position")]
+    _position: serde::de::IgnoredAny,
+    pub model: String,
+    pub op: Op,
+    pub key: Value,
+    /// The object's JSON text, not parsed (see [`crate::targets::Fields`]).
+    #[serde(default)]
+    pub data: Option<Box<serde_json::value::RawValue>>,
+    #[serde(default)]
+    pub unchanged: Vec<String>,
+    #[serde(default, rename = "idempotency_key")]
+    _idempotency_key: Option<serde::de::IgnoredAny>,
+}
+
+impl ChangeBody {
+    /// The body of a [`KIND_CHANGE`] record; `None` for any other kind or a payload that does not
+    /// decode (as [`decode`] would give `Decoded::Other`).
+    pub fn decode(kind: u8, payload: &[u8]) -> Option<ChangeBody> {
+        let body: ChangeBody = (kind == KIND_CHANGE).then(|| serde_json::from_slice(payload).ok())??;
+        // `data` is an object, as in a `Change`.
+        let is_object = body.data.as_ref().is_none_or(|raw| raw.get().starts_with('{'));
+        is_object.then_some(body)
+    }
+}
+
 /// One validation or mapping error, with the JSON pointer (or field) it concerns.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FieldError {

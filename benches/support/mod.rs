@@ -28,10 +28,13 @@ impl Remix {
         Remix::start_with_env(config, &config.with_file_name("remix.out"), admin, &[])
     }
 
-    /// Starts `remix run` with more environment variables, its output appended to `out`.
+    /// Starts `remix run` with more environment variables, its output appended to `out`. The binary
+    /// is this build's, or `REMIX_BENCH_BIN` (to compare two builds in the same harness).
     pub fn start_with_env(config: &Path, out: &Path, admin: &str, env: &[(&str, &str)]) -> Remix {
         let out = std::fs::OpenOptions::new().create(true).append(true).open(out).expect("remix.out");
-        let child = Command::new(env!("CARGO_BIN_EXE_remix"))
+        let binary =
+            std::env::var_os("REMIX_BENCH_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_remix").into());
+        let child = Command::new(binary)
             .args(["run", "--config", config.to_str().expect("utf-8 path")])
             .envs(env.iter().copied())
             .stdin(Stdio::null())

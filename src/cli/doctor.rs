@@ -96,6 +96,7 @@ async fn connect(dsn: &str, subject: &str, report: &mut Report) -> Option<tokio_
         Ok((client, connection)) => {
             tokio::spawn(connection);
             report.ok(subject, "connection", "connected");
+            check_encryption(&client, dsn, subject, report).await;
             Some(client)
         }
         Err(e) => {
@@ -103,6 +104,47 @@ async fn connect(dsn: &str, subject: &str, report: &mut Report) -> Option<tokio_
             report.add(subject, "connection", Status::Fail, format!("cannot connect: {e}"), fix);
             None
         }
+    }
+}
+
+/// Whether the connection is encrypted, and its server verified, as the DSN's `sslmode` asks: a
+/// warning when a TCP connection is plaintext (`prefer` fell back, or `disable`) or its certificate
+/// is not checked (`prefer`, `require`). Unix sockets need neither.
+async fn check_encryption(client: &tokio_postgres::Client, dsn: &str, subject: &str, report: &mut Report) {
+    use crate::sources::postgres::tls::{parse_dsn, SslMode};
+    use tokio_postgres::config::Host;
+    let Ok(parsed) = parse_dsn(dsn) else { return };
+    if parsed.config.get_hosts().iter().all(|h| !matches!(h, Host::Tcp(_))) {
+        return report.ok(subject, "encryption", "unix socket (TLS not needed)");
+    }
+    let sql = "SELECT ssl, coalesce(version, '') FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+    let Ok(row) = client.query_one(sql, &[]).await else { return };
+    let (encrypted, version): (bool, String) = (row.get(0), row.get(1));
+    let fix = || {
+        Some(
+            "turn ssl on at the server and set sslmode=verify-full and sslrootcert=<CA file> in the DSN"
+                .to_owned(),
+        )
+    };
+    let mode = parsed.tls.mode;
+    if !encrypted {
+        let why = if mode == SslMode::Disable { "sslmode=disable" } else { "the server does not offer TLS" };
+        return report.add(subject, "encryption", Status::Warn, format!("not encrypted ({why})"), fix());
+    }
+    match mode {
+        SslMode::VerifyFull => {
+            report.ok(subject, "encryption", format!("{version}, server certificate and name verified"))
+        }
+        SslMode::VerifyCa => {
+            report.ok(subject, "encryption", format!("{version}, server certificate verified (not its name)"))
+        }
+        _ => report.add(
+            subject,
+            "encryption",
+            Status::Warn,
+            format!("{version}, but the server's certificate is not verified (sslmode={mode})"),
+            Some("set sslmode=verify-full and sslrootcert=<CA file> in the DSN".to_owned()),
+        ),
     }
 }
 

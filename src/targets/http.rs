@@ -30,7 +30,7 @@ use crate::targets::state::write_durably;
 use anyhow::Context;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -80,7 +80,7 @@ struct OutRecord<'a> {
     op: Op,
     key: &'a Value,
     #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<&'a Map<String, Value>>,
+    data: Option<&'a super::Fields>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     unchanged: &'a [String],
 }
@@ -385,7 +385,10 @@ mod tests {
             model: "order".into(),
             op: Op::Upsert,
             key: json!({"id": offset}),
-            data: json!({"id": offset, "total": offset * 10}).as_object().cloned(),
+            data: json!({"id": offset, "total": offset * 10})
+                .as_object()
+                .cloned()
+                .map(crate::targets::Fields::Map),
             unchanged: Vec::new(),
         }
     }
@@ -412,7 +415,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let mut target = opened(&url, tmp.path(), 0).await;
         let partial = Item {
-            data: json!({"id": 1, "total": 5}).as_object().cloned(),
+            data: json!({"id": 1, "total": 5}).as_object().cloned().map(crate::targets::Fields::Map),
             unchanged: vec!["note".into()],
             ..upsert(2)
         };

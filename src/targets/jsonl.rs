@@ -348,7 +348,7 @@ mod tests {
             model: model.into(),
             op: Op::Upsert,
             key: json!({"id": id}),
-            data: data.as_object().cloned(),
+            data: data.as_object().cloned().map(crate::targets::Fields::Map),
             unchanged: Vec::new(),
         }
     }
@@ -462,7 +462,7 @@ mod tests {
         let mut target = JsonlTarget::new(&config(tmp.path()));
         target.open(0).await.unwrap();
         let partial = Item {
-            data: json!({"id": 1, "name": "x"}).as_object().cloned(),
+            data: json!({"id": 1, "name": "x"}).as_object().cloned().map(crate::targets::Fields::Map),
             unchanged: vec!["amount".into()],
             ..upsert(3, "m", 1)
         };

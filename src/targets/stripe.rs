@@ -251,7 +251,8 @@ impl StripeTarget {
         };
         match item.op {
             Op::Upsert => {
-                let mut object: Map<String, Value> = item.data.clone().unwrap_or_default();
+                let mut object: Map<String, Value> =
+                    item.data.as_ref().map(|d| d.to_map().into_owned()).unwrap_or_default();
                 object.remove("id");
                 match known {
                     Some(id) => {
@@ -651,6 +652,7 @@ mod tests {
                     .as_object()
                     .cloned()
                     .unwrap()
+                    .into()
             }),
             unchanged: Vec::new(),
         }

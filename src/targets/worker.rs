@@ -6,11 +6,11 @@
 
 use super::collapse::collapse;
 use super::state::TargetState;
-use super::{Batch, Item, Target, TargetError};
+use super::{Batch, Fields, Item, Target, TargetError};
 use crate::config::{OnError, TargetCommon, TruncatePolicy};
 use crate::mapping::Mapping;
 use crate::pipeline::{Appender, Indexes};
-use crate::record::{self, Change, DeadLetter, Decoded, FieldError, Op, KIND_DEAD_LETTER};
+use crate::record::{ChangeBody, DeadLetter, FieldError, Op, KIND_DEAD_LETTER};
 use remix_storage::{AppendRecord, Log, LogReader, Record};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -434,12 +434,12 @@ impl<T: Target> Worker<T> {
     /// remix-out errors.
     #[allow(clippy::result_large_err)] // the error path is rare and short-lived
     fn remix_out(&self, record: &Record) -> Result<Option<Item>, (Item, Vec<FieldError>)> {
-        let Decoded::Change(change) = record::decode(record.kind, &record.payload) else { return Ok(None) };
+        let Some(change) = ChangeBody::decode(record.kind, &record.payload) else { return Ok(None) };
         let Some(mapping) = self.outputs.get(&change.model) else { return Ok(None) };
         if change.op == Op::Truncate && self.common.truncate == TruncatePolicy::Ignore {
             return Ok(None);
         }
-        let Change { model, op, key, data, unchanged, .. } = change;
+        let ChangeBody { model, op, key, data, unchanged, .. } = change;
         let mut errors = Vec::new();
         let mut note = |e: Vec<crate::mapping::MappingError>| {
             errors.extend(
@@ -458,17 +458,17 @@ impl<T: Target> Worker<T> {
             },
         };
         let data = match (op, data) {
-            (Op::Upsert, Some(data)) if mapping.is_identity() => Some(data),
-            (Op::Upsert, Some(data)) => {
-                let input = serde_json::Value::Object(data);
+            (Op::Upsert, Some(raw)) if mapping.is_identity() => Some(Fields::Raw(raw)),
+            (Op::Upsert, Some(raw)) => {
+                let input = serde_json::Value::Object(Fields::Raw(raw).into_map());
                 match mapping.apply_partial(&input, &unchanged) {
-                    Ok(mapped) => Some(mapped),
+                    Ok(mapped) => Some(Fields::Map(mapped)),
                     Err(e) => {
                         note(e);
                         let serde_json::Value::Object(data) = input else {
                             unreachable!("built as an object")
                         };
-                        Some(data)
+                        Some(Fields::Map(data))
                     }
                 }
             }

@@ -5,6 +5,7 @@ mod kill9;
 mod log_cli;
 mod pg_crash;
 mod pg_doctor;
+mod pg_plain;
 mod pg_relation;
 mod pg_source;
 mod pg_target;

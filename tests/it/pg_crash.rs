@@ -123,15 +123,6 @@ impl Logged {
     }
 }
 
-fn snapshot_done(node: &Node) -> bool {
-    match std::fs::read(node.data_dir.join("sources/shop_db.json")) {
-        Ok(bytes) => {
-            serde_json::from_slice::<Value>(&bytes).expect("source state JSON")["snapshot_done"] == true
-        }
-        Err(_) => false,
-    }
-}
-
 fn confirmed_flush_lsn(server: &PgServer) -> Option<u64> {
     let text = server.psql(
         "shop",
@@ -161,7 +152,7 @@ fn check_confirmed(
     logged: &mut Logged,
     when: &str,
 ) -> bool {
-    let done = snapshot_done(node);
+    let done = node.snapshot_done("shop_db");
     let confirmed = confirmed_flush_lsn(server);
     logged.read(node);
     truth.read(server);
@@ -220,7 +211,7 @@ fn assert_dataset_is_source(node: &Node, server: &PgServer) {
 /// source's state; after a clean stop the confirmed position holds too, and the log verifies.
 fn assert_all_arrive_once(node: &mut Node, server: &PgServer, truth: &mut Truth, logged: &mut Logged) {
     wait_for("the log to hold every transaction", || {
-        let done = snapshot_done(node);
+        let done = node.snapshot_done("shop_db");
         logged.read(node);
         truth.read(server);
         let snapshot = logged.snapshot_lsns.last().copied().filter(|_| done)?;
@@ -300,14 +291,14 @@ fn kill9_during_snapshot_and_streaming_never_confirms_past_the_log() {
         if iteration < SNAPSHOT_KILLS {
             std::thread::sleep(Duration::from_millis(rng.range(0..=1200)));
         } else {
-            wait_for("the initial snapshot to be done", || snapshot_done(&node).then_some(()));
+            wait_for("the initial snapshot to be done", || node.snapshot_done("shop_db").then_some(()));
             std::thread::sleep(Duration::from_millis(rng.range(0..=600)));
             let when = format!("iteration {iteration}, while running");
             checked_running += usize::from(check_confirmed(&node, &server, &mut truth, &mut logged, &when));
             std::thread::sleep(Duration::from_millis(rng.range(0..=800)));
         }
         node.kill9();
-        if snapshot_done(&node) {
+        if node.snapshot_done("shop_db") {
             in_stream += 1;
         } else {
             in_snapshot += 1;
@@ -348,7 +339,7 @@ fn connection_loss_while_streaming_logs_each_change_once() {
     let dir = tempfile::tempdir().unwrap();
     let mut node = pg_node(dir.path(), &server);
     node.start();
-    wait_for("the initial snapshot to be done", || snapshot_done(&node).then_some(()));
+    wait_for("the initial snapshot to be done", || node.snapshot_done("shop_db").then_some(()));
     let stop = Arc::new(AtomicBool::new(false));
     let writing = writer(server.dsn("shop"), Arc::clone(&stop), rng.next(), 0);
     for round in 0..8 {

@@ -215,11 +215,6 @@ fn round(source: &PgServer, ids: std::ops::Range<u64>, updates: u64, deletes: u6
     );
 }
 
-fn snapshot_done(node: &Node) -> bool {
-    let state = std::fs::read(node.data_dir.join("sources/shop_db.json")).unwrap_or_default();
-    serde_json::from_slice::<Value>(&state).is_ok_and(|s| s["snapshot_done"] == true)
-}
-
 #[test]
 fn kill9_at_random_moments_leaves_the_target_equal_to_the_source() {
     let rows: u64 = std::env::var("REMIX_PG_TARGET_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
@@ -235,7 +230,7 @@ fn kill9_at_random_moments_leaves_the_target_equal_to_the_source() {
     // Kills during the snapshot are the source's tests' business (they redo it): here the changes
     // must stream, so that partial records and the truncate reach the target.
     node.start();
-    wait_for("the initial snapshot", || snapshot_done(&node).then_some(()));
+    wait_for("the initial snapshot", || node.snapshot_done("shop_db").then_some(()));
     let done = AtomicBool::new(false);
     let mut kills = 0;
     std::thread::scope(|scope| {

@@ -237,3 +237,51 @@ targets:
         assert!(found, "no `remix.yaml:{line}: {path}: ...{detail}...` in:\n{text}");
     }
 }
+
+/// The `encryption` check of `remix doctor --json` for a source at `dsn`: `(status, message)`.
+fn doctor_encryption(dsn: &str) -> (String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        r#"data_dir: "{data}"
+models:
+  customer: {{ schema: "{schemas}/customer.json", key: [id] }}
+sources:
+  - name: shop_db
+    kind: postgres
+    dsn: "{dsn}"
+    tables: {{ public.customers: {{ model: customer }} }}
+"#,
+        data = dir.path().join("data").display(),
+        schemas = schemas_dir().display(),
+    );
+    let path = dir.path().join("remix.yaml");
+    std::fs::write(&path, config).unwrap();
+    let out = run(&["doctor", "--json", "--config", path.to_str().unwrap()]);
+    let checks: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    let check = checks.iter().find(|c| c["check"] == "encryption").unwrap_or_else(|| panic!("{checks:#?}"));
+    (check["status"].as_str().unwrap().to_owned(), check["message"].as_str().unwrap().to_owned())
+}
+
+#[test]
+fn doctor_warns_of_plaintext_and_unverified_connections() {
+    let (server, certs) = tls_server();
+    let plain = PgServer::start();
+    let full = format!(
+        "host=localhost port={} user=postgres dbname=postgres sslmode=verify-full sslrootcert={}",
+        server.port(),
+        certs.ca.display()
+    );
+    let (status, message) = doctor_encryption(&full);
+    assert_eq!(status, "ok", "{message}");
+    assert!(message.contains("TLSv1.") && message.contains("name verified"), "{message}");
+    let (status, message) = doctor_encryption(&format!("{} sslmode=require", server.tcp_dsn("postgres")));
+    assert_eq!(status, "warn", "{message}");
+    assert!(message.contains("not verified (sslmode=require)"), "{message}");
+    // prefer against a server without TLS falls back to plaintext: said, not silent.
+    let (status, message) = doctor_encryption(&plain.tcp_dsn("postgres"));
+    assert_eq!(status, "warn", "{message}");
+    assert!(message.contains("not encrypted"), "{message}");
+    let (status, message) = doctor_encryption(&plain.dsn("postgres"));
+    assert_eq!(status, "ok", "{message}");
+    assert!(message.contains("unix socket"), "{message}");
+}

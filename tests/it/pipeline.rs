@@ -351,3 +351,19 @@ fn http_target_gets_every_record_once_under_one_idempotency_key_per_batch() {
     assert!(api.received().iter().any(|r| r.status >= 500), "some requests were retried");
     node.verify_log();
 }
+
+#[test]
+fn a_node_whose_ports_were_taken_meanwhile_starts_on_new_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut node = Node::new(tmp.path(), &example_config("webhook-to-jsonl.yaml"), &[]);
+    // What a parallel test's connection can do between `free_addr` and the node's bind.
+    let taken = std::net::TcpListener::bind(&node.webhook).expect("bind the picked address");
+    let picked = node.webhook.clone();
+    node.start();
+    assert_ne!(node.webhook, picked);
+    assert!(node.output().contains("Address already in use"), "{}", node.output());
+    let response = node.post("/customers", &[], &json!([])).expect("POST to the new address");
+    assert!(response.status < 500, "{}", response.text());
+    drop(taken);
+    node.stop();
+}

@@ -286,12 +286,39 @@ impl Node {
         self.root.join("node-output.txt")
     }
 
-    /// Starts `remix run` and waits for `/readyz`.
+    /// Starts `remix run` and waits for `/readyz`. When the admin or webhook port was taken between
+    /// [`free_addr`] picking it and the node binding it (another test's connection can get it), picks
+    /// new ones and starts again.
     pub fn start(&mut self) {
+        const START_ATTEMPTS_MAX: usize = 5;
+        for attempt in 1..=START_ATTEMPTS_MAX {
+            if self.try_start() {
+                return;
+            }
+            assert!(
+                attempt < START_ATTEMPTS_MAX,
+                "no free ports after {attempt} attempts:\n{}",
+                self.output()
+            );
+            let (admin, webhook) = (free_addr(), free_addr());
+            for (name, value) in &mut self.env {
+                match name.as_str() {
+                    "REMIX_ADMIN_ADDR" => value.clone_from(&admin),
+                    "REMIX_WEBHOOK_ADDR" => value.clone_from(&webhook),
+                    _ => {}
+                }
+            }
+            (self.admin, self.webhook) = (admin, webhook);
+        }
+    }
+
+    /// One start; `false` when the node exited because an address was in use.
+    fn try_start(&mut self) -> bool {
         assert!(self.child.is_none(), "the node is already running");
         self.starts += 1;
+        let marker = format!("---- start {} ----", self.starts);
         let output = std::fs::OpenOptions::new().create(true).append(true).open(self.output_path()).unwrap();
-        writeln!(&output, "---- start {} ----", self.starts).unwrap();
+        writeln!(&output, "{marker}").unwrap();
         let child = self
             .command()
             .arg("run")
@@ -304,12 +331,26 @@ impl Node {
             .expect("spawn remix run");
         self.child = Some(child);
         let admin = self.admin.clone();
+        let mut port_taken = false;
         wait_for("the node to be ready", || {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("remix run exited with {status} before it was ready:\n{}", self.output());
+            if port_taken {
+                return Some(());
             }
-            http("GET", &admin, "/readyz", &[], b"").ok().filter(|r| r.status == 200)
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                let output = self.output();
+                let this_start = output.rsplit(&marker).next().unwrap_or_default();
+                if this_start.contains("Address already in use") {
+                    port_taken = true;
+                    return Some(());
+                }
+                panic!("remix run exited with {status} before it was ready:\n{output}");
+            }
+            http("GET", &admin, "/readyz", &[], b"").ok().filter(|r| r.status == 200).map(|_| ())
         });
+        if port_taken {
+            self.child = None;
+        }
+        !port_taken
     }
 
     /// SIGKILL, and reaps the process.
@@ -341,6 +382,13 @@ impl Node {
     }
 
     /// Everything the node printed so far (all starts).
+    /// Whether the postgres source `source` has its slot and, if it takes one, its initial snapshot:
+    /// from then on every committed change reaches the log.
+    pub fn snapshot_done(&self, source: &str) -> bool {
+        let state = std::fs::read(self.data_dir.join(format!("sources/{source}.json"))).unwrap_or_default();
+        serde_json::from_slice::<Value>(&state).is_ok_and(|s| s["snapshot_done"] == true)
+    }
+
     pub fn output(&self) -> String {
         std::fs::read_to_string(self.output_path()).unwrap_or_default()
     }

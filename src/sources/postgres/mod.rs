@@ -3,6 +3,7 @@
 //! holds durably.
 
 pub mod conn;
+pub mod fast;
 pub mod pgoutput;
 pub mod snapshot;
 pub mod source;

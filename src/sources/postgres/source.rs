@@ -20,6 +20,7 @@
 use super::conn::{
     format_lsn, parse_dsn, parse_lsn, quote_ident, PgError, Replication, ReplicationConn, ReplicationStream,
 };
+use super::fast::FastPlan;
 use super::pgoutput::{self, Message, OldKind, Relation, Tuple};
 use super::{snapshot, types};
 use crate::config::{PostgresSource, SnapshotMode, TableBinding};
@@ -521,6 +522,8 @@ struct Bound {
     relation: Relation,
     table: Option<Arc<TableBinding>>,
     missing: Vec<FieldError>,
+    /// How to write its upserts directly, when they need no mapping or validator (see [`fast`]).
+    fast: Option<FastPlan>,
 }
 
 /// `<commit LSN>:<ordinal>` of a streamed change, parsed for comparison.
@@ -720,7 +723,14 @@ impl<'a> Streamer<'a> {
                 }
                 let table = self.tables.get(&format!("{}.{}", relation.namespace, relation.name)).cloned();
                 let missing = table.as_ref().map(|t| missing_columns(t, &relation)).unwrap_or_default();
-                self.relations.insert(relation.id, Arc::new(Bound { relation, table, missing }));
+                let fast = table.as_ref().filter(|_| missing.is_empty()).and_then(|table| {
+                    let model = self.source.context.config.model(&table.binding.model)?;
+                    FastPlan::new(&relation, &table.binding, model)
+                });
+                if fast.is_some() {
+                    tracing::debug!(source = %self.source.name(), relation = %relation.name, "rows written directly");
+                }
+                self.relations.insert(relation.id, Arc::new(Bound { relation, table, missing, fast }));
             }
             Message::Type { oid, namespace, name } => {
                 if let Some(base) = types::builtin_type_oid(&namespace, &name) {
@@ -770,6 +780,15 @@ impl<'a> Streamer<'a> {
         let Some((bound, table)) = self.binding(relation)? else { return Ok(()) };
         if logged {
             return Ok(());
+        }
+        if let (Some(fast), Op::Upsert, Some(tuple)) = (&bound.fast, op, &new) {
+            if !matches!(old, Some((OldKind::Key, _))) {
+                let mut payload = Vec::with_capacity(self.payload_bytes_hint);
+                if fast.write_upsert(tuple, self.source.name(), &position, &mut payload) {
+                    self.add_payload(payload);
+                    return self.end_row(position).await;
+                }
+            }
         }
         let relation = &bound.relation;
         let mut changes = Vec::new();
@@ -851,14 +870,23 @@ impl<'a> Streamer<'a> {
                 Ok(change) => {
                     let mut payload = Vec::with_capacity(self.payload_bytes_hint);
                     serde_json::to_writer(&mut payload, &change)?;
-                    self.payload_bytes_hint =
-                        (payload.len() + PAYLOAD_HINT_SLACK_BYTES).min(PAYLOAD_HINT_BYTES_MAX);
-                    self.chunk.bytes += payload.len();
-                    self.chunk.records.push(AppendRecord { kind: KIND_CHANGE, payload });
+                    self.add_payload(payload);
                 }
                 Err(letter) => self.source.dead_letter(letter).await?,
             }
         }
+        self.end_row(position).await
+    }
+
+    /// Adds a change record to the chunk.
+    fn add_payload(&mut self, payload: Vec<u8>) {
+        self.payload_bytes_hint = (payload.len() + PAYLOAD_HINT_SLACK_BYTES).min(PAYLOAD_HINT_BYTES_MAX);
+        self.chunk.bytes += payload.len();
+        self.chunk.records.push(AppendRecord { kind: KIND_CHANGE, payload });
+    }
+
+    /// Ends the records of the change at `position`, appending the chunk once it is large enough.
+    async fn end_row(&mut self, position: String) -> anyhow::Result<()> {
         self.chunk.last_position = Some(position);
         if self.chunk.bytes >= CHUNK_BYTES_MAX {
             self.settle(false).await?;

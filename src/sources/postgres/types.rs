@@ -516,4 +516,4 @@ impl ArrayParser<'_> {
 
 #[cfg(test)]
 #[path = "tests/types.rs"]
-mod tests;
+pub(super) mod tests;

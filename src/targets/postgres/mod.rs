@@ -109,7 +109,7 @@ pub struct PostgresTarget {
     /// By model.
     plans: BTreeMap<String, schema::TablePlan>,
     /// By model, with the real column types; filled by `connect`.
-    tables: HashMap<String, Table>,
+    tables: HashMap<String, Arc<Table>>,
     conn: Option<Conn>,
     /// Per model: the plain-insert attempt's backoff.
     optimism: HashMap<String, Optimism>,
@@ -283,7 +283,7 @@ impl PostgresTarget {
                 Some(info) => {
                     let found = schema::check(plan, &info, self.truncate);
                     if found.is_empty() {
-                        tables.insert(model.clone(), Table::new(plan.clone(), &info.columns));
+                        tables.insert(model.clone(), Arc::new(Table::new(plan.clone(), &info.columns)));
                     }
                     problems.extend(found.into_iter().map(|p| match p.fix {
                         Some(fix) => format!("{} (fix: {fix})", p.message),
@@ -420,8 +420,8 @@ impl PostgresTarget {
         self.apply_run(&items[start..]).await
     }
 
-    fn table(&self, model: &str) -> Result<&Table, Failure> {
-        self.tables.get(model).ok_or_else(|| Failure::Permanent {
+    fn table(&self, model: &str) -> Result<Arc<Table>, Failure> {
+        self.tables.get(model).cloned().ok_or_else(|| Failure::Permanent {
             code: String::new(),
             message: format!("model '{model}' has no table in this target"),
         })
@@ -464,18 +464,20 @@ impl PostgresTarget {
     async fn upsert(&mut self, model: &str, cols: &[usize], group: &[&Item]) -> Result<(), Failure> {
         let table = self.table(model)?;
         let partial = cols.len() < table.columns.len();
-        let (insert, update, insert_missing) =
-            (table.insert_sql(cols), table.update_sql(cols), table.insert_missing_sql(cols));
-        let columns = table.params(cols, group);
         let copy = table.copy_sql(cols).filter(|_| group.len() >= COPY_ROWS_MIN);
+        // The `text[]` parameters, built when a statement needs them (not for a `COPY` that succeeds).
+        let mut columns = None;
         let optimism = self.optimism.entry(model.to_owned()).or_default();
         let try_insert = !partial && optimism.skip == 0;
         optimism.skip = optimism.skip.saturating_sub(1);
         if try_insert {
             self.simple("SAVEPOINT remix_insert").await?;
             let inserted = match copy {
-                Some(sql) => self.copy(&sql, apply::copy_text(&columns)).await,
-                None => self.run(&insert, &columns).await,
+                Some(sql) => self.copy(&sql, table.copy_rows(cols, group)).await,
+                None => {
+                    let params = columns.insert(table.params(cols, group));
+                    self.run(&table.insert_sql(cols), params).await
+                }
             };
             match inserted {
                 Ok(_) => {
@@ -491,12 +493,13 @@ impl PostgresTarget {
                 Err(other) => return Err(other),
             }
         }
-        let updated = match update {
+        let columns = columns.unwrap_or_else(|| table.params(cols, group));
+        let updated = match table.update_sql(cols) {
             Some(sql) => self.run(&sql, &columns).await?,
             None => 0,
         };
         if updated < group.len() as u64 {
-            self.run(&insert_missing, &columns).await?;
+            self.run(&table.insert_missing_sql(cols), &columns).await?;
         }
         if updated == 0 && !partial {
             // Only new rows: the plain insert is worth trying again.

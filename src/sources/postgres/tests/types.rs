@@ -152,7 +152,8 @@ fn relation_of_the_types_capture_has_the_expected_oids_and_modifiers() {
     assert_eq!(find("c_timestamp").type_modifier, 6);
 }
 
-fn relation(columns: &[(&str, u32)]) -> Relation {
+/// A relation of `columns` (name, type OID), for tests.
+pub(in crate::sources::postgres) fn relation(columns: &[(&str, u32)]) -> Relation {
     Relation {
         id: 1,
         namespace: "public".into(),
