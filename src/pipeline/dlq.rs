@@ -2,7 +2,7 @@
 //! after a schema fix), drop. Dead letters live in the log (kind `KIND_DEAD_LETTER`); resolving one
 //! appends a `KIND_DEAD_LETTER_RESOLVED` record, so the DLQ survives restarts like everything else.
 
-use super::indexes::{Claim, DlqEntry, Indexes, Landed};
+use super::indexes::{Claim, DlqEntry, IdempotencyKey, Indexes, Landed};
 use super::ingest::Appender;
 use super::remix_in::{remix_in, Origin, RemixOutcome};
 use crate::config::{Config, SourceConfig};
@@ -54,7 +54,8 @@ pub async fn retry(config: &Config, logs: &Logs, indexes: &Indexes, id: u64) -> 
         Err(errors) => return Ok(Retried::Invalid { id, errors }),
     };
     let key = format!("dlq:{id}");
-    let offset = match indexes.claim(&key).await {
+    let scoped = IdempotencyKey::new(&change.source, &change.model, &key);
+    let offset = match indexes.claim(&scoped).await {
         Claim::Done(landed) => landed.first_offset,
         Claim::Proceed => {
             change.idempotency_key = Some(key.clone());
@@ -63,11 +64,11 @@ pub async fn retry(config: &Config, logs: &Logs, indexes: &Indexes, id: u64) -> 
                 Ok(appended) => {
                     let landed =
                         Landed { first_offset: appended.first_offset, last_offset: appended.last_offset };
-                    indexes.finish(&key, Some(landed));
+                    indexes.finish(&scoped, Some(landed));
                     appended.first_offset
                 }
                 Err(e) => {
-                    indexes.finish(&key, None);
+                    indexes.finish(&scoped, None);
                     return Err(DlqError::Other(e.to_string()));
                 }
             }

@@ -22,8 +22,25 @@ struct ChangeHead<'a> {
     source: Cow<'a, str>,
     #[serde(borrow)]
     position: Cow<'a, str>,
+    #[serde(borrow)]
+    model: Cow<'a, str>,
     #[serde(default, borrow)]
     idempotency_key: Option<Cow<'a, str>>,
+}
+
+/// An idempotency key in its scope: a key names one request of one source for one model. The same
+/// key sent to two sources, or to two routes of different models, names two requests (a client's
+/// `op-1` for `/customers` must not swallow its `op-1` for `/orders`). Change records carry the
+/// key as sent; the scope comes from their `source` and `model`, so logs written before keys were
+/// scoped are indexed the same way.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub fn new(source: &str, model: &str, key: &str) -> IdempotencyKey {
+        // The unit separator does not occur in configured names.
+        IdempotencyKey(format!("{source}\u{1f}{model}\u{1f}{key}"))
+    }
 }
 
 /// Where an idempotency key's batch landed.
@@ -61,8 +78,8 @@ pub struct DlqEntry {
 struct Inner {
     /// The position of the last change each source logged (log order is each source's order).
     last_positions: HashMap<String, String>,
-    keys: HashMap<String, KeyState>,
-    order: VecDeque<String>,
+    keys: HashMap<IdempotencyKey, KeyState>,
+    order: VecDeque<IdempotencyKey>,
     dead_letters: BTreeMap<u64, DlqEntry>,
     /// The positions of the latest dead letters of each source (resolved ones too), oldest first: a
     /// source that resumes from before them skips them by exact position instead of sending the same
@@ -104,7 +121,7 @@ impl Indexes {
                 _ => {}
             }
         }
-        let mut keys: HashMap<String, Landed> = HashMap::new();
+        let mut keys: HashMap<IdempotencyKey, Landed> = HashMap::new();
         let mut order = Vec::new();
         let mut last_positions: HashMap<String, String> = HashMap::new();
         for record in log.reader(log.first_offset())? {
@@ -119,18 +136,19 @@ impl Indexes {
                     visit(&change);
                 }
             }
+            if let Some(key) = &head.idempotency_key {
+                let key = IdempotencyKey::new(&head.source, &head.model, key);
+                let landed = keys.entry(key.clone()).or_insert_with(|| {
+                    order.push(key);
+                    Landed { first_offset: record.offset, last_offset: record.offset }
+                });
+                landed.last_offset = record.offset;
+            }
             match last_positions.get_mut(head.source.as_ref()) {
                 Some(position) => head.position.as_ref().clone_into(position),
                 None => {
                     last_positions.insert(head.source.into_owned(), head.position.into_owned());
                 }
-            }
-            if let Some(key) = head.idempotency_key {
-                let landed = keys.entry(key.clone().into_owned()).or_insert_with(|| {
-                    order.push(key.into_owned());
-                    Landed { first_offset: record.offset, last_offset: record.offset }
-                });
-                landed.last_offset = record.offset;
             }
         }
         let mut inner = indexes.lock();
@@ -149,7 +167,7 @@ impl Indexes {
     }
 
     /// Claims an idempotency key: waits while another request with it is in flight.
-    pub async fn claim(&self, key: &str) -> Claim {
+    pub async fn claim(&self, key: &IdempotencyKey) -> Claim {
         loop {
             let notify = {
                 let mut inner = self.lock();
@@ -157,7 +175,7 @@ impl Indexes {
                     Some(KeyState::Done(landed)) => return Claim::Done(*landed),
                     Some(KeyState::InFlight(notify)) => Arc::clone(notify),
                     None => {
-                        inner.keys.insert(key.to_owned(), KeyState::InFlight(Arc::new(Notify::new())));
+                        inner.keys.insert(key.clone(), KeyState::InFlight(Arc::new(Notify::new())));
                         return Claim::Proceed;
                     }
                 }
@@ -171,14 +189,14 @@ impl Indexes {
     }
 
     /// Ends a claim: `Some` records where the batch landed, `None` releases the key (nothing logged).
-    pub fn finish(&self, key: &str, landed: Option<Landed>) {
+    pub fn finish(&self, key: &IdempotencyKey, landed: Option<Landed>) {
         let mut inner = self.lock();
         let previous = match landed {
-            Some(landed) => inner.keys.insert(key.to_owned(), KeyState::Done(landed)),
+            Some(landed) => inner.keys.insert(key.clone(), KeyState::Done(landed)),
             None => inner.keys.remove(key),
         };
         if landed.is_some() {
-            inner.order.push_back(key.to_owned());
+            inner.order.push_back(key.clone());
             while inner.order.len() > IDEMPOTENCY_KEYS_MAX {
                 let oldest = inner.order.pop_front().expect("non-empty");
                 inner.keys.remove(&oldest);

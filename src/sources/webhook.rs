@@ -9,12 +9,13 @@
 //!
 //! Retries are safe with an `Idempotency-Key` header (the whole batch) or the configured
 //! `idempotency_field` (each object): a key already logged is answered with the offsets it got, even
-//! after a restart (the index is rebuilt from the log). `X-Remix-Op: delete` or the configured
+//! after a restart (the index is rebuilt from the log). A key counts within its source and model:
+//! the same key sent to routes of two models names two requests. `X-Remix-Op: delete` or the configured
 //! `delete_field` turns records into deletes.
 
 use super::SourceContext;
 use crate::config::{WebhookAuth, WebhookSource};
-use crate::pipeline::indexes::{Claim, Landed};
+use crate::pipeline::indexes::{Claim, IdempotencyKey, Landed};
 use crate::pipeline::remix_in::Origin;
 use crate::pipeline::{remix_in, AppendError, DlqEntry, RemixOutcome};
 use crate::record::{Change, DeadLetter, FieldError, Op, KIND_CHANGE, KIND_DEAD_LETTER};
@@ -101,6 +102,26 @@ fn accepted(offsets: Vec<u64>, duplicate: bool) -> Response {
         body["duplicate"] = true.into();
     }
     (StatusCode::OK, Json(body)).into_response()
+}
+
+/// The idempotency keys the change records of a request carry.
+#[derive(Debug, Clone, Copy)]
+enum Keys<'a> {
+    None,
+    /// The `Idempotency-Key` header: every record of the batch.
+    Batch(&'a str),
+    /// `idempotency_field`: object i's own value, if it has one.
+    PerObject(&'a [Option<String>]),
+}
+
+impl<'a> Keys<'a> {
+    fn of(self, index: usize) -> Option<&'a str> {
+        match self {
+            Keys::None => None,
+            Keys::Batch(key) => Some(key),
+            Keys::PerObject(keys) => keys[index].as_deref(),
+        }
+    }
 }
 
 impl Route {
@@ -205,7 +226,7 @@ impl Route {
         objects: &[Value],
         header_op: Op,
         request: &str,
-        key: Option<&str>,
+        keys: Keys<'_>,
     ) -> Result<Vec<Change>, Vec<(usize, Vec<FieldError>)>> {
         let binding = &self.source.routes[&self.path];
         let model = self.context.config.model(&binding.model).expect("config checked the model");
@@ -215,7 +236,7 @@ impl Route {
             let origin = Origin {
                 source: &self.source.name,
                 position: format!("{request}:{index}"),
-                idempotency_key: key,
+                idempotency_key: keys.of(index),
             };
             match remix_in(binding, model, object, self.op_of(object, header_op), origin) {
                 RemixOutcome::Valid(change) => changes.push(change),
@@ -234,23 +255,29 @@ impl Route {
         format!("req-{}-{n}", crate::time::now_ms())
     }
 
+    /// The key in this route's scope (see [`IdempotencyKey`]).
+    fn scoped(&self, key: &str) -> IdempotencyKey {
+        IdempotencyKey::new(&self.source.name, &self.source.routes[&self.path].model, key)
+    }
+
     async fn with_batch_key(&self, key: String, objects: Vec<Value>, header_op: Op) -> Response {
         let indexes = &self.context.indexes;
-        if let Claim::Done(landed) = indexes.claim(&key).await {
+        let scoped = self.scoped(&key);
+        if let Claim::Done(landed) = indexes.claim(&scoped).await {
             return accepted((landed.first_offset..=landed.last_offset).collect(), true);
         }
-        let (response, landed) = self.log_batch(&objects, header_op, &key, Some(&key)).await;
-        indexes.finish(&key, landed);
+        let (response, landed) = self.log_batch(&objects, header_op, &key, Keys::Batch(&key)).await;
+        indexes.finish(&scoped, landed);
         response
     }
 
     async fn with_field_keys(&self, objects: Vec<Value>, header_op: Op) -> Response {
         let request = self.request_id();
         let Some(field) = &self.source.idempotency_field else {
-            return self.log_batch(&objects, header_op, &request, None).await.0;
+            return self.log_batch(&objects, header_op, &request, Keys::None).await.0;
         };
         // The batch is validated whole, with the sender's indexes, before any key is looked at.
-        if let Err(invalid) = self.remix_all(&objects, header_op, &request, None) {
+        if let Err(invalid) = self.remix_all(&objects, header_op, &request, Keys::None) {
             return self.refuse(&objects, invalid, header_op, &request).await;
         }
         let keys: Vec<Option<String>> = objects
@@ -264,7 +291,7 @@ impl Route {
         let mut done = std::collections::HashMap::new();
         let mut mine = Vec::new();
         for key in &claimed {
-            match indexes.claim(key).await {
+            match indexes.claim(&self.scoped(key)).await {
                 Claim::Done(landed) => {
                     done.insert(key.clone(), landed);
                 }
@@ -275,6 +302,7 @@ impl Route {
         // repeated inside the request is a retry too). `slot[i]`: where object i's offset comes from.
         let mut first_of_key: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
         let mut fresh: Vec<Value> = Vec::new();
+        let mut fresh_keys: Vec<Option<String>> = Vec::new();
         let mut slot: Vec<Result<usize, u64>> = Vec::with_capacity(objects.len());
         for (object, key) in objects.iter().zip(&keys) {
             match key {
@@ -288,13 +316,15 @@ impl Route {
                     }
                     slot.push(Ok(fresh.len()));
                     fresh.push(object.clone());
+                    fresh_keys.push(key.clone());
                 }
             }
         }
-        let (response, landed) = self.log_batch(&fresh, header_op, &request, None).await;
+        let (response, landed) =
+            self.log_batch(&fresh, header_op, &request, Keys::PerObject(&fresh_keys)).await;
         for key in &mine {
             let offset = landed.zip(first_of_key.get(key.as_str())).map(|(l, &i)| l.first_offset + i as u64);
-            indexes.finish(key, offset.map(|o| Landed { first_offset: o, last_offset: o }));
+            indexes.finish(&self.scoped(key), offset.map(|o| Landed { first_offset: o, last_offset: o }));
         }
         if landed.is_none() && !fresh.is_empty() {
             return response;
@@ -315,12 +345,12 @@ impl Route {
         objects: &[Value],
         header_op: Op,
         request: &str,
-        key: Option<&str>,
+        keys: Keys<'_>,
     ) -> (Response, Option<Landed>) {
         if objects.is_empty() {
             return (accepted(Vec::new(), false), None);
         }
-        let changes = match self.remix_all(objects, header_op, request, key) {
+        let changes = match self.remix_all(objects, header_op, request, keys) {
             Ok(changes) => changes,
             Err(invalid) => return (self.refuse(objects, invalid, header_op, request).await, None),
         };

@@ -7,13 +7,15 @@
 use super::collapse::collapse;
 use super::state::TargetState;
 use super::{Batch, Fields, Item, Target, TargetError};
-use crate::config::{OnError, TargetCommon, TruncatePolicy};
+use crate::config::{OnError, RateLimit, TargetCommon, TruncatePolicy};
 use crate::mapping::Mapping;
 use crate::pipeline::{Appender, Indexes};
 use crate::record::{ChangeBody, DeadLetter, FieldError, Op, KIND_DEAD_LETTER};
+use governor::Quota;
 use remix_storage::{AppendRecord, Log, LogReader, Record};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -169,19 +171,43 @@ pub fn spawn<T: Target>(
         commands,
         log: Arc::clone(&context.log),
     };
-    let limiter = common.rate_limit.map(|limit| {
-        let per_second = std::num::NonZeroU32::new(limit.records_per_second.clamp(1, u32::MAX as u64) as u32)
-            .expect("clamped");
-        let burst = std::num::NonZeroU32::new(limit.burst.clamp(1, u32::MAX as u64) as u32).expect("clamped");
-        governor::RateLimiter::direct(governor::Quota::per_second(per_second).allow_burst(burst))
-    });
+    let limiter = common.rate_limit.map(Limiter::new);
     let worker =
         Worker { target, common, outputs, context, shared, commands: receiver, limiter, paused: false };
     let task = tokio::spawn(worker.run());
     (handle, task)
 }
 
-type Limiter = governor::DefaultDirectRateLimiter;
+/// The target's rate limit: a token bucket of `burst` objects refilled at `records_per_second`.
+#[derive(Debug)]
+struct Limiter {
+    governor: governor::DefaultDirectRateLimiter,
+    /// The bucket's size: one wait asks for at most this many tokens (governor refuses more).
+    burst: NonZeroU32,
+}
+
+impl Limiter {
+    fn new(limit: RateLimit) -> Limiter {
+        let per_second =
+            NonZeroU32::new(limit.records_per_second.clamp(1, u32::MAX as u64) as u32).expect("clamped");
+        let burst = NonZeroU32::new(limit.burst.clamp(1, u32::MAX as u64) as u32).expect("clamped");
+        Limiter {
+            governor: governor::RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)),
+            burst,
+        }
+    }
+
+    /// Returns when `objects` more objects may go to the target, waiting for at most the burst at
+    /// a time.
+    async fn until_ready(&self, objects: usize) {
+        let mut left = u32::try_from(objects).expect("a batch holds fewer than 2^32 objects");
+        while left > 0 {
+            let chunk = NonZeroU32::new(left.min(self.burst.get())).expect("non-zero");
+            self.governor.until_n_ready(chunk).await.expect("a wait asks for at most the burst");
+            left -= chunk.get();
+        }
+    }
+}
 
 struct Worker<T: Target> {
     target: T,
@@ -490,20 +516,15 @@ impl<T: Target> Worker<T> {
         }
     }
 
-    async fn rate_limit(&mut self, records: usize) -> bool {
+    /// Waits until the rate limit lets `objects` more objects go to the target. `false`: interrupted
+    /// by shutdown.
+    async fn rate_limit(&mut self, objects: usize) -> bool {
         let Some(limiter) = &self.limiter else { return true };
-        let mut left = records as u32;
         let mut shutdown = self.context.shutdown.clone();
-        while left > 0 {
-            let chunk = left.min(100);
-            let n = std::num::NonZeroU32::new(chunk).expect("non-zero");
-            tokio::select! {
-                ready = limiter.until_n_ready(n) => if ready.is_err() { return true },
-                _ = shutdown.changed() => return false,
-            }
-            left -= chunk;
+        tokio::select! {
+            () = limiter.until_ready(objects) => true,
+            _ = shutdown.changed() => false,
         }
-        true
     }
 
     /// Applies until `Ok`, retrying transient errors forever and following `on_error` for permanent
@@ -721,4 +742,22 @@ fn jitter(cap_ms: u64) -> u64 {
     );
     let half = cap_ms / 2;
     half + hasher.finish() % (cap_ms - half + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[tokio::test]
+    async fn a_batch_larger_than_the_burst_waits_for_its_tokens() {
+        // 1,000/s with a burst of 5: 5 objects go at once, the next 45 need at least 45 ms of refill.
+        // (A wait for more than the burst used to fail at once and let the batch through.)
+        let limiter = Limiter::new(RateLimit { records_per_second: 1000, burst: 5 });
+        let started = Instant::now();
+        limiter.until_ready(50).await;
+        assert!(started.elapsed() >= Duration::from_millis(44), "took {:?}", started.elapsed());
+        // The bucket is empty now: even one more object waits.
+        assert!(limiter.governor.check().is_err());
+    }
 }

@@ -367,3 +367,42 @@ fn a_node_whose_ports_were_taken_meanwhile_starts_on_new_ones() {
     drop(taken);
     node.stop();
 }
+
+#[test]
+fn idempotency_keys_are_scoped_by_model_and_survive_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut node = Node::new(tmp.path(), &example_config("webhook-to-jsonl.yaml"), &[]);
+    node.start();
+    let post = |node: &Node, route: &str, key: Option<&str>, object: Value| {
+        let headers: Vec<(&str, &str)> = key.iter().map(|k| ("Idempotency-Key", *k)).collect();
+        let response = node.post(route, &headers, &object).expect("POST");
+        assert_eq!(response.status, 200, "{route}: {}", response.text());
+        let body = response.json();
+        (body["offsets"].clone(), body.get("duplicate").is_some_and(|d| d == true))
+    };
+    let customer = json!({"id": 1, "contact": {"email": "c1@example.com"}});
+    let order = json!({"id": "1", "customer": {"id": 1}, "amount_cents": "100"});
+    let by_event = json!({"id": 2, "contact": {"email": "c2@example.com"}, "event_id": "evt-1"});
+    let order_by_event = json!({"id": "2", "customer": {"id": 2}, "amount_cents": "200", "event_id": "evt-1"});
+
+    // One key, two models: two requests, both logged.
+    let (customer_offsets, duplicate) = post(&node, "/customers", Some("op-1"), customer.clone());
+    assert!(!duplicate);
+    let (order_offsets, duplicate) = post(&node, "/orders", Some("op-1"), order.clone());
+    assert!(!duplicate, "an order under a customer's key is a new request: {order_offsets}");
+    assert_ne!(customer_offsets, order_offsets);
+    // The same for the configured idempotency field.
+    let (event_offsets, _) = post(&node, "/customers", None, by_event.clone());
+    let (order_event_offsets, duplicate) = post(&node, "/orders", None, order_by_event.clone());
+    assert!(!duplicate && order_event_offsets != event_offsets);
+
+    // After a restart the index is rebuilt from the log: header and field keys alike.
+    node.stop();
+    node.start();
+    assert_eq!(post(&node, "/customers", Some("op-1"), customer), (customer_offsets, true));
+    assert_eq!(post(&node, "/orders", Some("op-1"), order), (order_offsets, true));
+    assert_eq!(post(&node, "/customers", None, by_event), (event_offsets, false));
+    assert_eq!(post(&node, "/orders", None, order_by_event), (order_event_offsets, false));
+    assert_eq!(node.log_stat()["records"], 4, "nothing was logged twice");
+    node.stop();
+}

@@ -420,11 +420,17 @@ impl Node {
         self.cli_json(&["log", "stat"])
     }
 
-    /// Waits until target `name` has applied everything durable (lag 0, state running).
+    /// Waits until target `name` has applied everything in the log now (lag 0, state running).
+    ///
+    /// "In the log" is what `log stat` and `log dump` see: written records, which may be a group
+    /// commit ahead of the fsync. Lag counts only durable records, so lag 0 alone could come before
+    /// the target sees the records a test has just read in the log; the cursor must reach them.
     pub fn wait_caught_up(&self, name: &str) -> Value {
-        wait_for(&format!("target {name} to catch up"), || {
+        let last_offset = self.log_stat()["last_offset"].as_u64().expect("log stat has last_offset");
+        wait_for(&format!("target {name} to catch up to offset {last_offset}"), || {
             let t = self.target(name);
-            (t["lag_records"] == 0 && t["state"] == "running").then_some(t)
+            let reached = t["cursor"].as_u64().is_some_and(|c| c >= last_offset);
+            (reached && t["lag_records"] == 0 && t["state"] == "running").then_some(t)
         })
     }
 
@@ -451,6 +457,16 @@ impl Drop for Node {
             let tail: String =
                 output.chars().rev().take(6000).collect::<Vec<_>>().into_iter().rev().collect();
             eprintln!("---- end of the node's output ({}) ----\n{tail}", self.root.display());
+            if let Ok(keep) = std::env::var("REMIX_TEST_KEEP") {
+                // The test's directory is about to go: a copy for the post-mortem.
+                let copy = Path::new(&keep).join(format!(
+                    "node-{}-{}",
+                    std::process::id(),
+                    self.admin.replace(':', "-")
+                ));
+                let copied = Command::new("cp").arg("-a").arg(&self.root).arg(&copy).status();
+                eprintln!("---- REMIX_TEST_KEEP: copied to {} ({copied:?}) ----", copy.display());
+            }
         }
     }
 }

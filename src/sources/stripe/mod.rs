@@ -30,7 +30,7 @@ pub mod signature;
 
 use super::SourceContext;
 use crate::config::StripeSource;
-use crate::pipeline::indexes::{Claim, Landed};
+use crate::pipeline::indexes::{Claim, IdempotencyKey, Landed};
 use crate::pipeline::remix_in::Origin;
 use crate::pipeline::{remix_in, AppendError, DlqEntry, RemixOutcome};
 use crate::record::{Change, DeadLetter, KIND_CHANGE, KIND_DEAD_LETTER};
@@ -280,8 +280,12 @@ impl StripeHandle {
 
     async fn process_inner(&self, event: &Event) -> Result<Outcome, AppendError> {
         let context = &self.inner.context;
+        let Some(binding) = self.source().objects.get(&event.object_type) else {
+            return Ok(Outcome::Ignored);
+        };
         let key = event.idempotency_key();
-        if let Claim::Done(landed) = context.indexes.claim(&key).await {
+        let scoped = IdempotencyKey::new(self.name(), &binding.model, &key);
+        if let Claim::Done(landed) = context.indexes.claim(&scoped).await {
             return Ok(Outcome::Duplicate { offset: Some(landed.first_offset) });
         }
         let result = self.claimed(event, &key).await;
@@ -289,7 +293,7 @@ impl StripeHandle {
             Ok(Outcome::Logged { offset }) => Some(Landed { first_offset: *offset, last_offset: *offset }),
             _ => None,
         };
-        context.indexes.finish(&key, landed);
+        context.indexes.finish(&scoped, landed);
         result
     }
 
