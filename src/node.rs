@@ -73,6 +73,18 @@ pub fn open_logs(config: &Config) -> anyhow::Result<(Log, Log)> {
     Ok((main, dlq))
 }
 
+/// A cursor of a target that is no longer configured stays on disk (a target put back resumes where
+/// it was), but it no longer holds back retention.
+fn warn_of_unconfigured_cursors(config: &Config, log: &Log) {
+    for (name, cursor) in log.cursors() {
+        if !config.targets.iter().any(|t| t.name() == name) {
+            let path = config.data_dir.join("cursors").join(format!("{name}.cursor"));
+            tracing::warn!(target = %name, cursor, "the cursor of a target that is not configured does not \
+                hold back retention; delete {} if the target is gone for good", path.display());
+        }
+    }
+}
+
 fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
@@ -90,6 +102,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let (main, dlq) = tokio::task::spawn_blocking(move || open_logs(&config)).await??;
         (Arc::new(main), Arc::new(dlq))
     };
+    warn_of_unconfigured_cursors(&config, &log);
     let stripe_states = crate::sources::stripe::states(&config);
     let indexes = {
         let (log, dlq_log, states) = (Arc::clone(&log), Arc::clone(&dlq_log), stripe_states.clone());
@@ -353,7 +366,9 @@ async fn apply_retention(state: &Arc<NodeState>) {
         max_bytes: retention.max_bytes,
     };
     let log = Arc::clone(&state.log);
-    match tokio::task::spawn_blocking(move || log.apply_retention(&policy, crate::time::now_ms())).await {
+    let targets: Vec<String> = state.config.targets.iter().map(|t| t.common().name.clone()).collect();
+    let retained = move || log.apply_retention_for(&policy, crate::time::now_ms(), &targets);
+    match tokio::task::spawn_blocking(retained).await {
         Ok(Ok(report)) => {
             for (target, cursor) in report.fallen_behind {
                 tracing::error!(target = %target, cursor, first_offset = report.first_offset,

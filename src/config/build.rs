@@ -58,8 +58,17 @@ pub(crate) fn build(cx: &mut Cx<'_>, doc: &Value, base_dir: &Path) -> Option<Con
 fn admin(cx: &mut Cx<'_>, v: Option<&Value>, p: &KeyPath) -> AdminConfig {
     let raw: RawAdmin = v.and_then(|v| section(cx, v, p)).unwrap_or_default();
     let listen = raw.listen.unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.into());
-    check_listen(cx, &listen, &p.key("listen"));
-    AdminConfig { listen, token: raw.token.filter(|t| !t.is_empty()) }
+    let token = raw.token.filter(|t| !t.is_empty());
+    if check_listen(cx, &listen, &p.key("listen")) && token.is_none() && !is_loopback(&listen) {
+        cx.err(
+            &p.key("token"),
+            format!(
+                "the admin API on {listen} is reachable from other hosts: set a token (it can rewind \
+                 targets and drop dead letters), or listen on 127.0.0.1"
+            ),
+        );
+    }
+    AdminConfig { listen, token }
 }
 
 fn log(cx: &mut Cx<'_>, v: Option<&Value>, p: &KeyPath) -> LogConfig {
@@ -219,6 +228,15 @@ pub(crate) fn check_listen(cx: &mut Cx<'_>, s: &str, path: &KeyPath) -> bool {
         cx.err(path, format!("invalid address '{s}' (expected host:port, e.g. 127.0.0.1:9701)"));
     }
     ok
+}
+
+/// Whether `listen` (a `host:port` that [`check_listen`] accepted) is reachable from this host only:
+/// `localhost`, `127.0.0.0/8` or `[::1]`. A host name other than `localhost` counts as reachable.
+pub(crate) fn is_loopback(listen: &str) -> bool {
+    let Some((host, _port)) = listen.rsplit_once(':') else { return false };
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 pub(crate) fn check_url(cx: &mut Cx<'_>, s: &str, path: &KeyPath) -> bool {

@@ -172,6 +172,16 @@ fn webhook(
     let delete_field = nonempty(cx, raw.delete_field, &p.key("delete_field"));
     let routes = bindings(cx, models, raw.routes, &p.key("routes"), &check_route);
     let listen = listen.filter(|_| listen_ok)?;
+    if matches!(auth, Some(WebhookAuth::None)) && !build::is_loopback(&listen) {
+        cx.err(
+            &p.key("auth"),
+            format!(
+                "no auth (an empty or missing bearer_token) is allowed only on a loopback address, and \
+                 {listen} is reachable from other hosts: set bearer_token or hmac_secret, or listen on \
+                 127.0.0.1"
+            ),
+        );
+    }
     Some(WebhookSource { name, listen, auth: auth?, body_bytes_max, idempotency_field, delete_field, routes })
 }
 

@@ -460,6 +460,29 @@ fn routes_on_a_shared_address_must_differ() {
 }
 
 #[test]
+fn no_auth_is_refused_beyond_loopback() {
+    for listen in ["127.0.0.1:9701", "127.1.2.3:9701", "localhost:9701", "[::1]:9701"] {
+        let text = BASE.replacen("127.0.0.1:9701", listen, 1);
+        assert!(load_text(&text).is_ok(), "{listen}: {:?}", load_text(&text).err());
+    }
+    let open = BASE.replacen("127.0.0.1:9701", "0.0.0.0:9701", 1);
+    let errs = errors(&open);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].starts_with("sources[0].auth: no auth") && errs[0].contains("0.0.0.0:9701"), "{errs:?}");
+    let with_token = open.replacen("    routes:", "    auth: { bearer_token: t }\n    routes:", 1);
+    assert!(load_text(&with_token).is_ok());
+    let empty_token = open.replacen("    routes:", "    auth: { bearer_token: \"\" }\n    routes:", 1);
+    assert_eq!(errors(&empty_token), errs);
+
+    let admin = format!("admin: {{ listen: \"10.1.2.3:9700\" }}\n{BASE}");
+    let errs = errors(&admin);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].starts_with("admin.token: the admin API on 10.1.2.3:9700 is reachable"), "{errs:?}");
+    let admin = admin.replacen("\" }", "\", token: t }", 1);
+    assert!(load_text(&admin).is_ok());
+}
+
+#[test]
 fn config_is_shareable_across_threads() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Config>();

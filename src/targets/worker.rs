@@ -274,7 +274,7 @@ impl<T: Target> Worker<T> {
                 }
             }
         }
-        let cursor = opened.expect("opened");
+        let cursor = self.first_cursor(opened.expect("opened"));
         let durable = self.context.log.durable_offset();
         if cursor > durable {
             let error =
@@ -298,6 +298,21 @@ impl<T: Target> Worker<T> {
             self.set(RunState::Paused, None);
         }
         self.reader_at(self.cursor() + 1).await
+    }
+
+    /// The cursor to start from, given the target's own. A target that has never applied anything
+    /// (cursor 0, no cursor file) on a log whose start retention has moved begins at that start:
+    /// the records before it are gone for every target added from now on. A target that had a
+    /// cursor and fell behind is not moved: it fails until it is rewound (nothing skipped silently).
+    fn first_cursor(&self, cursor: u64) -> u64 {
+        let first_offset = self.context.log.first_offset();
+        if cursor > 0 || first_offset <= 1 || self.context.log.cursor(self.name()).is_some() {
+            return cursor;
+        }
+        tracing::warn!(target = %self.name(), first_offset,
+            "a new target starts at the log's first offset: retention removed the {} records before it",
+            first_offset - 1);
+        first_offset - 1
     }
 
     async fn reader_at(&mut self, from: u64) -> Option<LogReader> {

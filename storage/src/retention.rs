@@ -30,10 +30,34 @@ pub struct RetentionReport {
 }
 
 impl Log {
+    /// Retention held back by every cursor on disk.
     pub fn apply_retention(&self, policy: &RetentionPolicy, now_ms: u64) -> Result<RetentionReport> {
+        let cursors = self.cursors();
+        self.retain(policy, now_ms, cursors)
+    }
+
+    /// Retention held back by the cursors of `targets` only: a target without a cursor yet holds
+    /// everything (it will read from the start), and the cursor of a target that is no longer
+    /// configured holds nothing (else removing a target would stop retention for good).
+    pub fn apply_retention_for(
+        &self,
+        policy: &RetentionPolicy,
+        now_ms: u64,
+        targets: &[String],
+    ) -> Result<RetentionReport> {
+        let on_disk = self.cursors();
+        let cursors = targets.iter().map(|t| (t.clone(), on_disk.get(t).copied().unwrap_or(0))).collect();
+        self.retain(policy, now_ms, cursors)
+    }
+
+    fn retain(
+        &self,
+        policy: &RetentionPolicy,
+        now_ms: u64,
+        cursors: std::collections::BTreeMap<String, u64>,
+    ) -> Result<RetentionReport> {
         let shared = Arc::clone(self.shared());
         let mut start_slot = self.start_slot();
-        let cursors = self.cursors();
         let lowest_cursor = cursors.values().copied().min().unwrap_or(u64::MAX);
         let segments = shared.segments.read().unwrap_or_else(|e| e.into_inner()).clone();
         let mut total: u64 = segments.iter().map(|s| s.meta().bytes).sum();

@@ -12,6 +12,7 @@ mod pg_target;
 mod pg_tls;
 mod pg_toast;
 mod pipeline;
+mod retention;
 mod rewind;
 mod stripe;
 mod support;

@@ -383,7 +383,8 @@ fn idempotency_keys_are_scoped_by_model_and_survive_a_restart() {
     let customer = json!({"id": 1, "contact": {"email": "c1@example.com"}});
     let order = json!({"id": "1", "customer": {"id": 1}, "amount_cents": "100"});
     let by_event = json!({"id": 2, "contact": {"email": "c2@example.com"}, "event_id": "evt-1"});
-    let order_by_event = json!({"id": "2", "customer": {"id": 2}, "amount_cents": "200", "event_id": "evt-1"});
+    let order_by_event =
+        json!({"id": "2", "customer": {"id": 2}, "amount_cents": "200", "event_id": "evt-1"});
 
     // One key, two models: two requests, both logged.
     let (customer_offsets, duplicate) = post(&node, "/customers", Some("op-1"), customer.clone());

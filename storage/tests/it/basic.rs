@@ -140,6 +140,26 @@ fn retention_removes_applied_segments_and_reports_fallen_behind() {
 }
 
 #[test]
+fn retention_for_the_configured_targets_ignores_others_and_waits_for_new_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), 64 * 1024);
+    append_each(&log, 0, 3000);
+    let policy = RetentionPolicy { min_age_ms: 0, max_bytes: None };
+    log.store_cursor("kept", 3000).unwrap();
+    log.store_cursor("removed", 1).unwrap();
+    // A configured target without a cursor yet holds everything.
+    let targets = ["kept".to_owned(), "added".to_owned()];
+    let report = log.apply_retention_for(&policy, u64::MAX, &targets).unwrap();
+    assert!(report.removed.is_empty(), "{report:?}");
+    // The cursor of a target that is no longer configured holds nothing.
+    let report = log.apply_retention_for(&policy, u64::MAX, &targets[..1]).unwrap();
+    assert!(!report.removed.is_empty());
+    assert_eq!(log.stat().segments.len(), 1, "every sealed segment went: {report:?}");
+    assert!(report.fallen_behind.is_empty(), "{report:?}");
+    assert_eq!(log.cursors().get("removed"), Some(&1), "the file stays: only retention ignores it");
+}
+
+#[test]
 fn retention_waits_for_min_age() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), 64 * 1024);
