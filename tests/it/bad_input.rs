@@ -292,6 +292,23 @@ fn http_target_refused_with_400_dead_letters_the_record_and_delivers_the_rest() 
     assert_eq!(delivered_ids(&api, "api"), want);
     assert_eq!(node.cli_json(&["dlq", "list"]), json!([]));
     assert_eq!(node.log_stat()["records"], 41);
+
+    // Refused again (offset 42), then a newer change of the same customer is delivered (43): a retry
+    // of the dead letter would put the older state back after it, so it is refused as superseded.
+    refuse.store(true, Ordering::SeqCst);
+    post_customers(&node, 13..=13);
+    let letter = wait_for("the second dead letter", || {
+        node.cli_json(&["dlq", "list"]).as_array().and_then(|e| e.first().cloned())
+    });
+    assert_eq!(letter["input"]["offset"], 42, "{letter}");
+    refuse.store(false, Ordering::SeqCst);
+    post_customers(&node, 13..=13);
+    node.wait_caught_up("api");
+    let id = letter["id"].as_u64().unwrap().to_string();
+    let retried = node.cli_json(&["dlq", "retry", &id]);
+    assert_eq!(retried, json!({"result": "superseded", "id": letter["id"], "newer_offset": 43}));
+    assert_eq!(node.cli_json(&["dlq", "list"]).as_array().unwrap().len(), 1, "the entry stays");
+    assert_eq!(node.log_stat()["records"], 43, "nothing was logged");
     node.verify_log();
 }
 
