@@ -92,6 +92,7 @@ fn direct(command: &TargetCommand, config: &Config) -> anyhow::Result<Value> {
             Ok(Value::Array(rows.collect()))
         }
         TargetCommand::Pause { name } | TargetCommand::Resume { name } => {
+            let _lock = lock(data_dir)?;
             let mut state = TargetState::load(data_dir, name)?;
             state.paused = matches!(command, TargetCommand::Pause { .. });
             state.store(data_dir, name)?;
@@ -101,6 +102,7 @@ fn direct(command: &TargetCommand, config: &Config) -> anyhow::Result<Value> {
         }
         TargetCommand::Rewind { name, to_offset, to_time, to_start } => {
             let body = rewind_body(*to_offset, to_time, *to_start)?;
+            let _lock = lock(data_dir)?;
             let offset = direct_rewind_offset(config, &body)?;
             let mut state = TargetState::load(data_dir, name)?;
             state.rewind_to = Some(offset);
@@ -110,6 +112,14 @@ fn direct(command: &TargetCommand, config: &Config) -> anyhow::Result<Value> {
             )
         }
     }
+}
+
+/// The data directory's lock, held while a change for the next start is written: a node cannot
+/// start in between and miss it.
+fn lock(data_dir: &std::path::Path) -> anyhow::Result<remix_storage::DataDirLock> {
+    remix_storage::DataDirLock::take(&remix_storage::OsFs, data_dir).map_err(|e| {
+        anyhow::anyhow!("{e}; a node that is starting or whose admin API is unreachable holds it, try again")
+    })
 }
 
 fn direct_rewind_offset(config: &Config, body: &Value) -> anyhow::Result<u64> {

@@ -35,8 +35,8 @@ mod writer;
 pub use error::{Error, Result};
 pub use fs::{Fs, FsFile, OsFs};
 pub use log::{
-    system_clock, AppendRecord, Appended, Clock, GroupObserver, GroupStats, Log, LogOptions, LogView,
-    SEALED_FILES_OPEN_MAX,
+    system_clock, AppendRecord, Appended, Clock, DataDirLock, GroupObserver, GroupStats, Log, LogOptions,
+    LogView, SEALED_FILES_OPEN_MAX,
 };
 pub use reader::{LogReader, Record};
 pub use retention::{RetentionPolicy, RetentionReport};

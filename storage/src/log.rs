@@ -305,10 +305,7 @@ impl Log {
         for dir in [&paths.data_dir, &paths.log_dir, &paths.cursors_dir] {
             fs.create_dir_all(dir).at(dir)?;
         }
-        let lock = fs.try_lock(&paths.lock).map_err(|e| match e.kind() {
-            std::io::ErrorKind::WouldBlock => Error::Locked { path: paths.data_dir.clone() },
-            _ => Error::io(&paths.lock, e),
-        })?;
+        let lock = lock_data_dir(fs.as_ref(), &paths)?;
         let now_ms = (options.clock)();
         let recovered = recover(fs.as_ref(), &paths, Mode::ReadWrite, now_ms)?;
         let mut segments = recovered.segments;
@@ -483,6 +480,35 @@ fn check_records(records: &[AppendRecord]) -> Result<usize> {
 }
 
 /// Reads every cursor file; a torn one or one beyond the log is an error.
+/// Takes the data directory's lock (`Error::Locked` while another process holds it).
+fn lock_data_dir(fs: &dyn Fs, paths: &Paths) -> Result<Box<dyn LockGuard>> {
+    fs.try_lock(&paths.lock).map_err(|e| match e.kind() {
+        std::io::ErrorKind::WouldBlock => Error::Locked { path: paths.data_dir.clone() },
+        _ => Error::io(&paths.lock, e),
+    })
+}
+
+/// Holds a data directory's lock without opening the log, for changes beside it that a node
+/// must read whole at its start (a target's pause or pending rewind): while this is held, no node
+/// starts; once it is dropped, a node that starts sees the change.
+pub struct DataDirLock {
+    _guard: Box<dyn LockGuard>,
+}
+
+impl std::fmt::Debug for DataDirLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DataDirLock")
+    }
+}
+
+impl DataDirLock {
+    pub fn take(fs: &dyn Fs, data_dir: &Path) -> Result<DataDirLock> {
+        let paths = Paths::new(data_dir);
+        fs.create_dir_all(&paths.data_dir).at(&paths.data_dir)?;
+        Ok(DataDirLock { _guard: lock_data_dir(fs, &paths)? })
+    }
+}
+
 pub(crate) fn load_cursors(
     fs: &dyn Fs,
     paths: &Paths,

@@ -136,3 +136,20 @@ fn rewind_redelivers_identically_and_pause_resume_lag_and_catch_up() {
     assert_eq!(node.log_stat()["records"], logged, "nothing was lost or added");
     node.verify_log();
 }
+
+#[test]
+fn a_pause_without_a_node_is_refused_while_the_directory_is_locked_and_holds_at_the_next_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut node = Node::new(tmp.path(), &example_config("webhook-to-jsonl.yaml"), &[]);
+    // Another process holds the directory (a node starting up): the change is refused, not lost.
+    let lock = remix_storage::DataDirLock::take(&remix_storage::OsFs, &node.data_dir).unwrap();
+    let refused = node.cli(&["target", "pause", "dataset"]);
+    assert!(!refused.status.success(), "{refused:?}");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("is locked"), "{refused:?}");
+    drop(lock);
+    let paused = node.cli_json(&["target", "pause", "dataset"]);
+    assert_eq!(paused["state"], "paused", "{paused}");
+    node.start();
+    assert_eq!(node.target("dataset")["state"], "paused");
+    node.stop();
+}
