@@ -6,7 +6,13 @@ use serde_json::json;
 use std::path::Path;
 
 pub fn run(path: &Path, out: &mut Out) -> anyhow::Result<Exit> {
-    let config = super::load_config(path)?;
+    let config = match (out.json, path.exists()) {
+        (true, true) => match crate::config::load(path) {
+            Ok(config) => config,
+            Err(errors) => return refused(&errors, out),
+        },
+        _ => super::load_config(path)?,
+    };
     let sources: Vec<_> = config
         .sources
         .iter()
@@ -85,4 +91,14 @@ pub fn run(path: &Path, out: &mut Out) -> anyhow::Result<Exit> {
         ))?;
     }
     Ok(Exit::Ok)
+}
+
+/// `--json` on a refused configuration: `{"ok": false, "file", "errors": [{path, line, message}]}`
+/// on stdout, exit 2.
+fn refused(errors: &crate::config::ConfigErrors, out: &mut Out) -> anyhow::Result<Exit> {
+    let list: Vec<_> =
+        errors.errors.iter().map(|e| json!({"path": e.path, "line": e.line, "message": e.message})).collect();
+    let file = errors.file.as_ref().map(|f| f.display().to_string());
+    out.json_value(&json!({"ok": false, "file": file, "errors": list}))?;
+    Ok(Exit::Usage)
 }

@@ -394,6 +394,19 @@ targets:
             text.lines().any(|l| l.contains(&format!("remix.yaml:{line}: {path}: ")) && l.contains(detail));
         assert!(found, "no `remix.yaml:{line}: {path}: ...{detail}...` in:\n{text}");
     }
+    // The same with --json: one document on stdout.
+    let out = run(&["check", "--json", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("a JSON document on stdout");
+    assert_eq!(report["ok"], false, "{report}");
+    let errors = report["errors"].as_array().expect("errors");
+    assert!(errors.len() >= 11, "{report}");
+    assert!(
+        errors.iter().any(|e| e["path"] == "targets[0].kind"
+            && e["line"] == 16
+            && e["message"].as_str().unwrap().contains("jsnol")),
+        "{report}"
+    );
     // A valid configuration passes.
     let out = run(&["check", "--config", "config/remix.yaml"]);
     assert!(out.status.success(), "{out:?}");
