@@ -19,6 +19,8 @@ pub(crate) struct ModelInfo {
     name: String,
     properties: BTreeSet<String>,
     key: Vec<String>,
+    /// The schema's top-level `required` properties.
+    required: Vec<String>,
 }
 
 /// The models declared in the file, what is known of them, and those that loaded.
@@ -110,7 +112,9 @@ fn models(cx: &mut Cx<'_>, map: Option<&serde_norway::Mapping>, p: &KeyPath, bas
         if let Some(props) = value.get("properties").and_then(serde_json::Value::as_object) {
             let properties: BTreeSet<String> = props.keys().cloned().collect();
             let key = key.iter().filter(|k| properties.contains(*k)).cloned().collect();
-            out.info.insert(name.clone(), ModelInfo { name: name.clone(), properties, key });
+            let required = value.get("required").and_then(serde_json::Value::as_array).into_iter().flatten();
+            let required = required.filter_map(|r| r.as_str().map(str::to_owned)).collect();
+            out.info.insert(name.clone(), ModelInfo { name: name.clone(), properties, key, required });
         }
         match Model::new(&name, value, &key) {
             Ok(model) => {
@@ -337,6 +341,21 @@ pub(crate) fn check_input(cx: &mut Cx<'_>, model: &ModelInfo, m: &Mapping, path:
         if !m.output_fields().any(|f| f == key) {
             cx.err(path, format!("model key field '{key}' is not mapped"));
         }
+    }
+    // An upsert without a required field never validates: every one would go to the DLQ.
+    let unset: Vec<&str> = model
+        .required
+        .iter()
+        .filter(|r| !model.key.contains(*r) && !m.output_fields().any(|f| f == *r))
+        .map(String::as_str)
+        .collect();
+    if !unset.is_empty() {
+        let msg = format!(
+            "model '{}' requires {}, which this mapping never sets (every upsert would be refused)",
+            model.name,
+            unset.iter().map(|f| format!("'{f}'")).collect::<Vec<_>>().join(", ")
+        );
+        cx.err(path, msg);
     }
 }
 

@@ -380,6 +380,7 @@ targets:
         ("log.segment_bytes", 3),
         ("models.thing.key[0]", 5),
         ("sources[0].routes[\"/things\"].fields.nmae", 11),
+        ("sources[0].routes[\"/things\"].fields", 11),
         ("sources[1].dsn", 12),
         ("sources[1].tables.things.model", 14),
         ("targets[0].kind", 16),
@@ -389,8 +390,14 @@ targets:
     let want: Vec<(String, Option<usize>)> = want.iter().map(|(p, l)| (p.to_string(), Some(*l))).collect();
     assert_eq!(got, want, "{errs}");
     let shown = errs.to_string();
-    assert_eq!(shown.lines().count(), 8);
+    assert_eq!(shown.lines().count(), 9);
     assert!(shown.contains("line 16: targets[0].kind: unknown target kind 'jsnol'"), "{shown}");
+    assert!(
+        shown.contains(
+            "model 'thing' requires 'customer_id', 'amount', 'status', which this mapping never sets"
+        ),
+        "{shown}"
+    );
 }
 
 #[test]
