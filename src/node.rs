@@ -85,8 +85,39 @@ fn warn_of_unconfigured_cursors(config: &Config, log: &Log) {
     }
 }
 
+/// Histogram buckets of durations (`*_seconds`: fsync, write, append): 50 µs to 10 s.
+const LATENCY_BUCKETS_SECONDS: [f64; 17] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+/// Histogram buckets of group and batch sizes in records (`*_records`): 1 to 100,000.
+const GROUP_SIZE_BUCKETS_RECORDS: [f64; 16] = [
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1_000.0, 2_000.0, 5_000.0, 10_000.0, 20_000.0,
+    50_000.0, 100_000.0,
+];
+/// Histogram buckets of group sizes in bytes (`*_bytes`): 256 B to 64 MiB, by fours.
+const GROUP_SIZE_BUCKETS_BYTES: [f64; 10] = [
+    256.0,
+    1_024.0,
+    4_096.0,
+    16_384.0,
+    65_536.0,
+    262_144.0,
+    1_048_576.0,
+    4_194_304.0,
+    16_777_216.0,
+    67_108_864.0,
+];
+
+/// The Prometheus recorder: every histogram is exported as a histogram (`_bucket{le=...}` lines),
+/// with buckets chosen by the unit its name ends in.
 fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
-    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS_SECONDS)?
+        .set_buckets_for_metric(Matcher::Suffix("_records".into()), &GROUP_SIZE_BUCKETS_RECORDS)?
+        .set_buckets_for_metric(Matcher::Suffix("_bytes".into()), &GROUP_SIZE_BUCKETS_BYTES)?
+        .build_recorder();
     let handle = recorder.handle();
     // A second node in the same process (tests) keeps the first recorder.
     let _ = metrics::set_global_recorder(recorder);

@@ -3,6 +3,7 @@
 mod bad_input;
 mod kill9;
 mod log_cli;
+mod observability;
 mod pg_crash;
 mod pg_doctor;
 mod pg_plain;

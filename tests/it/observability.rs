@@ -1,0 +1,57 @@
+//! The admin API's observability (SPEC §8) on a running node: `/metrics` exports latencies and group
+//! sizes as histograms.
+
+use crate::support::*;
+use serde_json::json;
+
+/// `GET /metrics`, which must answer 200.
+fn scrape(node: &Node) -> String {
+    let response = http("GET", &node.admin, "/metrics", &[], b"").expect("GET /metrics");
+    assert_eq!(response.status, 200, "{}", response.text());
+    response.text()
+}
+
+fn webhook_node(root: &std::path::Path) -> Node {
+    let mut node = Node::new(root, &example_config("webhook-to-jsonl.yaml"), &[]);
+    node.start();
+    node
+}
+
+#[test]
+fn metrics_export_latencies_and_group_sizes_as_histograms() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = webhook_node(dir.path());
+    let customer = json!({"id": 1, "contact": {"email": "ada@example.com"}, "name": "Ada"});
+    let response = node.post("/customers", &[], &customer).unwrap();
+    assert_eq!(response.status, 200, "{}", response.text());
+    // The log's observer records a group after its fsync: it may come just after the answer.
+    let text = wait_for("the fsync in /metrics", || {
+        let text = scrape(&node);
+        text.contains("remix_log_fsync_seconds_count ").then_some(text)
+    });
+    let histograms = [
+        "remix_log_fsync_seconds",
+        "remix_log_write_seconds",
+        "remix_append_seconds",
+        "remix_log_group_records",
+        "remix_log_group_bytes",
+        "remix_append_batch_records",
+    ];
+    for name in histograms {
+        let type_line = format!("# TYPE {name} histogram");
+        assert!(text.lines().any(|l| l == type_line), "no `{type_line}` in:\n{text}");
+        for bucket in ["le=\"", "le=\"+Inf\"} "] {
+            let line = format!("{name}_bucket{{{bucket}");
+            assert!(text.lines().any(|l| l.starts_with(&line)), "no `{line}...` in:\n{text}");
+        }
+        assert!(!text.contains(&format!("{name}{{quantile=")), "{name} is still a summary:\n{text}");
+    }
+    // The latency buckets start at 50 µs and end at 10 s; the group sizes count from 1 record.
+    for line in [
+        "remix_log_fsync_seconds_bucket{le=\"0.00005\"} ",
+        "remix_log_fsync_seconds_bucket{le=\"10\"} ",
+        "remix_log_group_records_bucket{le=\"1\"} ",
+    ] {
+        assert!(text.lines().any(|l| l.starts_with(line)), "no `{line}...` in:\n{text}");
+    }
+}
