@@ -38,6 +38,28 @@ pub enum RunState {
     Failed,
 }
 
+impl RunState {
+    const ALL: [RunState; 4] = [RunState::Running, RunState::Paused, RunState::Retrying, RunState::Failed];
+
+    /// The name `remix target list` and the `state` label of `remix_target_state` show.
+    fn label(self) -> &'static str {
+        match self {
+            RunState::Running => "running",
+            RunState::Paused => "paused",
+            RunState::Retrying => "retrying",
+            RunState::Failed => "failed",
+        }
+    }
+}
+
+/// Sets `remix_target_state{target, state}`: 1 for the target's state, 0 for the others.
+fn publish_state(target: &str, state: RunState) {
+    for s in RunState::ALL {
+        let value = if s == state { 1.0 } else { 0.0 };
+        metrics::gauge!("remix_target_state", "target" => target.to_owned(), "state" => s.label()).set(value);
+    }
+}
+
 /// What `remix target list` shows of a target.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TargetStatus {
@@ -158,12 +180,10 @@ pub fn spawn<T: Target>(
 ) -> (TargetHandle, tokio::task::JoinHandle<()>) {
     let (commands, receiver) = mpsc::channel(COMMANDS_MAX);
     let cursor = context.log.cursor(&common.name).unwrap_or(0);
-    let shared = Arc::new(Mutex::new(Shared {
-        state: RunState::Running,
-        cursor,
-        last_error: None,
-        pending_since_ms: None,
-    }));
+    let state = RunState::Running;
+    let shared = Arc::new(Mutex::new(Shared { state, cursor, last_error: None, pending_since_ms: None }));
+    // Published from the start: a target that never changes state has its series too.
+    publish_state(&common.name, state);
     let handle = TargetHandle {
         name: common.name.clone(),
         kind,
@@ -238,11 +258,8 @@ impl<T: Target> Worker<T> {
         if error.is_some() || state == RunState::Running {
             shared.last_error = error.or(shared.last_error.take().filter(|_| state != RunState::Running));
         }
-        for s in ["running", "paused", "retrying", "failed"] {
-            let value = if format!("{state:?}").eq_ignore_ascii_case(s) { 1.0 } else { 0.0 };
-            metrics::gauge!("remix_target_state", "target" => self.common.name.clone(), "state" => s)
-                .set(value);
-        }
+        drop(shared);
+        publish_state(&self.common.name, state);
     }
 
     fn cursor(&self) -> u64 {

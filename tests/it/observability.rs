@@ -1,5 +1,5 @@
 //! The admin API's observability (SPEC §8) on a running node: `/metrics` exports latencies and group
-//! sizes as histograms.
+//! sizes as histograms and every target's state from the start.
 
 use crate::support::*;
 use serde_json::json;
@@ -53,5 +53,25 @@ fn metrics_export_latencies_and_group_sizes_as_histograms() {
         "remix_log_group_records_bucket{le=\"1\"} ",
     ] {
         assert!(text.lines().any(|l| l.starts_with(line)), "no `{line}...` in:\n{text}");
+    }
+}
+
+#[test]
+fn a_target_has_its_state_in_metrics_from_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = webhook_node(dir.path());
+    // Nothing posted: the target never changed state.
+    let text = scrape(&node);
+    let value = |state: &str| {
+        let series = text.lines().find(|l| {
+            l.starts_with("remix_target_state{")
+                && l.contains("target=\"dataset\"")
+                && l.contains(&format!("state=\"{state}\""))
+        });
+        series.and_then(|l| l.rsplit(' ').next()).unwrap_or_else(|| panic!("no {state} series in:\n{text}"))
+    };
+    assert_eq!(value("running"), "1");
+    for state in ["paused", "retrying", "failed"] {
+        assert_eq!(value(state), "0");
     }
 }
