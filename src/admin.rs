@@ -12,7 +12,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 type Shared = State<Arc<NodeState>>;
@@ -52,12 +51,14 @@ fn authorized(state: &NodeState, headers: &HeaderMap) -> Result<(), Response> {
     }
 }
 
+/// `200 ready`, or `503 not ready: <what>; <what>` (the log stopped, the servers not yet or no longer
+/// listening, a PostgreSQL source not connected).
 async fn readyz(State(state): Shared) -> Response {
-    if state.ready.load(Ordering::Acquire) && state.log.stopped().is_none() {
+    let unready = state.not_ready();
+    if unready.is_empty() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        let reason = state.log.stopped().unwrap_or_else(|| "starting or shutting down".into());
-        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")).into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n", unready.join("; "))).into_response()
     }
 }
 

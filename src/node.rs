@@ -40,6 +40,30 @@ impl NodeState {
     pub fn target(&self, name: &str) -> Option<&TargetHandle> {
         self.targets.iter().find(|t| t.name == name)
     }
+
+    /// What keeps the node from being ready (`/readyz`); empty when it is: the log accepts appends,
+    /// the servers listen (webhook and Stripe sources are connected from then on), and every
+    /// PostgreSQL source is connected.
+    pub fn not_ready(&self) -> Vec<String> {
+        if let Some(reason) = self.log.stopped() {
+            return vec![format!("log stopped: {reason}")];
+        }
+        if !self.ready.load(Ordering::Acquire) {
+            return vec!["starting or shutting down".into()];
+        }
+        self.sources.iter().filter_map(source_not_connected).collect()
+    }
+}
+
+/// `source <name>: <state>[: <last error>]` unless the PostgreSQL source is connected (copying its
+/// snapshot or streaming).
+fn source_not_connected(source: &crate::sources::postgres::source::SourceHandle) -> Option<String> {
+    let status = source.status.lock().unwrap_or_else(|e| e.into_inner());
+    match (status.state.as_str(), &status.last_error) {
+        ("snapshot" | "streaming", _) => None,
+        (state, Some(error)) => Some(format!("source {}: {state}: {error}", source.name)),
+        (state, None) => Some(format!("source {}: {state}", source.name)),
+    }
 }
 
 /// Segment size of the dead-letter log.

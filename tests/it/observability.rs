@@ -1,6 +1,8 @@
 //! The admin API's observability (SPEC §8) on a running node: `/metrics` exports latencies and group
-//! sizes as histograms and every target's state from the start.
+//! sizes as histograms and every target's state from the start; `/readyz` answers 200 only once every
+//! PostgreSQL source is connected, and says which one is not.
 
+use crate::pg_source::{shop_server, PG_CONFIG};
 use crate::support::*;
 use serde_json::json;
 
@@ -74,4 +76,34 @@ fn a_target_has_its_state_in_metrics_from_the_start() {
     for state in ["paused", "retrying", "failed"] {
         assert_eq!(value(state), "0");
     }
+}
+
+#[test]
+fn readyz_names_an_unconnected_postgres_source_until_it_connects() {
+    let mut server = shop_server();
+    server.stop();
+    let dir = tempfile::tempdir().unwrap();
+    let schemas = schemas_dir().display().to_string();
+    // Over TCP: the stopped server's port is closed.
+    let dsn = server.tcp_dsn("shop");
+    let mut node =
+        Node::new(dir.path(), PG_CONFIG, &[("REMIX_PG_SOURCE", &dsn), ("REMIX_SCHEMAS", &schemas)]);
+    node.start_live();
+    let readyz = || http("GET", &node.admin, "/readyz", &[], b"").expect("GET /readyz");
+    let answer = wait_for("/readyz to name the failing source", || {
+        let answer = readyz();
+        answer.text().contains("source shop_db: retrying: ").then_some(answer)
+    });
+    assert_eq!(answer.status, 503, "{}", answer.text());
+    assert!(answer.text().to_lowercase().contains("connection refused"), "{}", answer.text());
+    let health = http("GET", &node.admin, "/healthz", &[], b"").expect("GET /healthz");
+    assert_eq!(health.status, 200, "{}", health.text());
+
+    server.restart();
+    let answer = wait_for("/readyz 200 once the source connects", || {
+        let answer = readyz();
+        (answer.status == 200).then_some(answer)
+    });
+    assert_eq!(answer.text(), "ready\n");
+    node.stop();
 }

@@ -287,7 +287,8 @@ fn kill9_during_snapshot_and_streaming_never_confirms_past_the_log() {
 
     let (mut in_snapshot, mut in_stream, mut checked_running) = (0, 0, 0);
     for iteration in 0..SNAPSHOT_KILLS + STREAMING_KILLS {
-        node.start();
+        // Not waiting for the source to connect: a kill may come before the slot exists, too.
+        node.start_live();
         if iteration < SNAPSHOT_KILLS {
             std::thread::sleep(Duration::from_millis(rng.range(0..=1200)));
         } else {

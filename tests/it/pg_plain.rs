@@ -97,7 +97,8 @@ fn plain_rows_stream_directly_through_kills_and_a_refused_row_is_dead_lettered()
         );
         std::thread::sleep(Duration::from_millis(rng.range(50..=400)));
         node.kill9();
-        node.start();
+        // Any moment is a kill's moment: the source may still be connecting when the next one comes.
+        node.start_live();
     }
     wait_for("the target to equal the source", || {
         let source_rows = source.psql("shop", ROWS);

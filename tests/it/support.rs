@@ -286,13 +286,24 @@ impl Node {
         self.root.join("node-output.txt")
     }
 
-    /// Starts `remix run` and waits for `/readyz`. When the admin or webhook port was taken between
-    /// [`free_addr`] picking it and the node binding it (another test's connection can get it), picks
-    /// new ones and starts again.
+    /// Starts `remix run` and waits for `/readyz`: the servers listen and every PostgreSQL source is
+    /// connected. When the admin or webhook port was taken between [`free_addr`] picking it and the
+    /// node binding it (another test's connection can get it), picks new ones and starts again.
     pub fn start(&mut self) {
+        self.start_until("/readyz");
+    }
+
+    /// Starts `remix run` and waits for `/healthz` only: the servers listen, the PostgreSQL sources
+    /// may still be connecting (or failing to).
+    pub fn start_live(&mut self) {
+        self.start_until("/healthz");
+    }
+
+    /// Starts the node and waits until `GET probe` answers 200.
+    fn start_until(&mut self, probe: &str) {
         const START_ATTEMPTS_MAX: usize = 5;
         for attempt in 1..=START_ATTEMPTS_MAX {
-            if self.try_start() {
+            if self.try_start(probe) {
                 return;
             }
             assert!(
@@ -313,7 +324,7 @@ impl Node {
     }
 
     /// One start; `false` when the node exited because an address was in use.
-    fn try_start(&mut self) -> bool {
+    fn try_start(&mut self, probe: &str) -> bool {
         assert!(self.child.is_none(), "the node is already running");
         self.starts += 1;
         let marker = format!("---- start {} ----", self.starts);
@@ -332,7 +343,7 @@ impl Node {
         self.child = Some(child);
         let admin = self.admin.clone();
         let mut port_taken = false;
-        wait_for("the node to be ready", || {
+        wait_for(&format!("the node to answer {probe}"), || {
             if port_taken {
                 return Some(());
             }
@@ -345,7 +356,7 @@ impl Node {
                 }
                 panic!("remix run exited with {status} before it was ready:\n{output}");
             }
-            http("GET", &admin, "/readyz", &[], b"").ok().filter(|r| r.status == 200).map(|_| ())
+            http("GET", &admin, probe, &[], b"").ok().filter(|r| r.status == 200).map(|_| ())
         });
         if port_taken {
             self.child = None;
