@@ -236,26 +236,50 @@ fn tail(data_dir: &Path, n: u64, follow: bool, out: &mut Out) -> anyhow::Result<
     }
 }
 
+/// The dead-letter log beside the main one, if the node has made it.
+fn dlq_dir(data_dir: &Path) -> Option<std::path::PathBuf> {
+    let dir = data_dir.join("dlq");
+    dir.join("log").is_dir().then_some(dir)
+}
+
+/// Verifies the main log and the dead-letter log: exit 1 when either has a problem.
 fn verify_cmd(data_dir: &Path, out: &mut Out) -> anyhow::Result<Exit> {
     if !data_dir.join("log").is_dir() {
         anyhow::bail!("no log in {}", data_dir.display());
     }
-    let report = verify(&OsFs, data_dir)?;
-    let exit = if report.problems.is_empty() { Exit::Ok } else { Exit::Problem };
+    let main = verify(&OsFs, data_dir)?;
+    let dlq = dlq_dir(data_dir).map(|dir| verify(&OsFs, &dir)).transpose()?;
+    let ok = main.problems.is_empty() && dlq.as_ref().is_none_or(|d| d.problems.is_empty());
+    let exit = if ok { Exit::Ok } else { Exit::Problem };
     if out.json {
-        let problems: Vec<Value> = report
-            .problems
-            .iter()
-            .map(
-                |p| json!({"path": p.path, "position": p.position, "offset": p.offset, "message": p.message}),
-            )
-            .collect();
-        out.json_value(
-            &json!({"ok": report.problems.is_empty(), "segments": report.segments, "records": report.records,
-            "last_offset": report.last_offset, "problems": problems, "notes": report.notes}),
-        )?;
+        let mut value = verify_json(&main);
+        value["ok"] = json!(ok);
+        value["dlq"] = dlq.as_ref().map_or(Value::Null, verify_json);
+        out.json_value(&value)?;
         return Ok(exit);
     }
+    print_verify(&main, "", out)?;
+    if let Some(dlq) = &dlq {
+        print_verify(dlq, "dead-letter log ", out)?;
+    }
+    Ok(exit)
+}
+
+fn verify_json(report: &remix_storage::verify::VerifyReport) -> Value {
+    let problems: Vec<Value> = report
+        .problems
+        .iter()
+        .map(|p| json!({"path": p.path, "position": p.position, "offset": p.offset, "message": p.message}))
+        .collect();
+    json!({"ok": report.problems.is_empty(), "segments": report.segments, "records": report.records,
+        "last_offset": report.last_offset, "problems": problems, "notes": report.notes})
+}
+
+fn print_verify(
+    report: &remix_storage::verify::VerifyReport,
+    which: &str,
+    out: &mut Out,
+) -> anyhow::Result<()> {
     for problem in &report.problems {
         out.line(format_args!(
             "PROBLEM: {} byte {} offset {}: {}",
@@ -270,19 +294,28 @@ fn verify_cmd(data_dir: &Path, out: &mut Out) -> anyhow::Result<Exit> {
     }
     let verdict = if report.problems.is_empty() { "ok" } else { "CORRUPT" };
     out.line(format_args!(
-        "{verdict}: {} segments, {} records, last offset {}, {} problems",
+        "{which}{verdict}: {} segments, {} records, last offset {}, {} problems",
         report.segments,
         report.records,
         report.last_offset,
         report.problems.len()
     ))?;
-    Ok(exit)
+    Ok(())
 }
 
+/// Repairs the main log, then the dead-letter log.
 fn repair_cmd(data_dir: &Path, out: &mut Out) -> anyhow::Result<Exit> {
-    let report = repair(&OsFs, data_dir, crate::time::now_ms())?;
+    let mut report = repair(&OsFs, data_dir, crate::time::now_ms())?;
+    let mut dlq_quarantine = None;
+    if let Some(dir) = dlq_dir(data_dir) {
+        let dlq = repair(&OsFs, &dir, crate::time::now_ms())?;
+        report.actions.extend(dlq.actions.into_iter().map(|a| format!("dead-letter log: {a}")));
+        dlq_quarantine = dlq.quarantine;
+    }
     if out.json {
-        out.json_value(&json!({"actions": report.actions, "quarantine": report.quarantine}))?;
+        out.json_value(
+            &json!({"actions": report.actions, "quarantine": report.quarantine, "dlq_quarantine": dlq_quarantine}),
+        )?;
     } else if report.actions.is_empty() {
         out.line(format_args!("nothing to repair"))?;
     } else {

@@ -481,7 +481,7 @@ fn check_records(records: &[AppendRecord]) -> Result<usize> {
 
 /// Reads every cursor file; a torn one or one beyond the log is an error.
 /// Takes the data directory's lock (`Error::Locked` while another process holds it).
-fn lock_data_dir(fs: &dyn Fs, paths: &Paths) -> Result<Box<dyn LockGuard>> {
+pub(crate) fn lock_data_dir(fs: &dyn Fs, paths: &Paths) -> Result<Box<dyn LockGuard>> {
     fs.try_lock(&paths.lock).map_err(|e| match e.kind() {
         std::io::ErrorKind::WouldBlock => Error::Locked { path: paths.data_dir.clone() },
         _ => Error::io(&paths.lock, e),

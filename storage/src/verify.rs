@@ -303,10 +303,7 @@ pub struct RepairReport {
 /// the lock.
 pub fn repair(fs: &dyn Fs, data_dir: &Path, now_ms: u64) -> Result<RepairReport> {
     let paths = Paths::new(data_dir);
-    let _lock = fs.try_lock(&paths.lock).map_err(|e| match e.kind() {
-        std::io::ErrorKind::WouldBlock => Error::Locked { path: paths.data_dir.clone() },
-        _ => Error::io(&paths.lock, e),
-    })?;
+    let _lock = crate::log::lock_data_dir(fs, &paths)?;
     let report = verify(fs, data_dir)?;
     let mut out = RepairReport::default();
     let quarantine = paths.quarantine_dir.join(format!("repair-{now_ms}"));

@@ -1,7 +1,7 @@
 //! `remix log ...` against a log that a writer in this process keeps open (a running node's view).
 
 use crate::support::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
@@ -133,4 +133,31 @@ fn verify_exits_0_on_a_clean_log_and_1_naming_segment_position_offset_on_corrupt
 fn usage_errors_exit_2() {
     assert_eq!(run(&["log", "frobnicate"]).status.code(), Some(2));
     assert_eq!(run(&["log", "stat", "--config", "/nonexistent/remix.yaml"]).status.code(), Some(2));
+}
+
+#[test]
+fn verify_and_repair_cover_the_dead_letter_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    append_changes(&open_log(dir.path()), 0, 10);
+    append_changes(&open_log(&dir.path().join("dlq")), 0, 1500);
+    let out = run(&["log", "verify", "--json", "--data-dir", data]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["dlq"]["records"], 1500, "{report}");
+
+    let segment = dir.path().join("dlq/log/00000000000000000001.log");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[3000] ^= 0x40;
+    std::fs::write(&segment, &bytes).unwrap();
+    let out = run(&["log", "verify", "--json", "--data-dir", data]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((report["ok"].clone(), report["problems"].clone()), (json!(false), json!([])), "{report}");
+    assert!(report["dlq"]["problems"][0]["path"].as_str().unwrap().contains("dlq/log/"), "{report}");
+    let out = run(&["log", "repair", "--data-dir", data]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(stdout(&out).contains("dead-letter log: "), "{}", stdout(&out));
+    let out = run(&["log", "verify", "--data-dir", data]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
 }
