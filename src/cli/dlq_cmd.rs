@@ -44,7 +44,7 @@ pub async fn run(command: &DlqCommand, config: Arc<Config>, out: &mut Out) -> an
                 .collect();
             out.line(format_args!(
                 "{:>10}  {}  {} {}  {}  {}",
-                e["id"],
+                e["id"].as_u64().unwrap_or(0),
                 e["time"].as_str().unwrap_or(""),
                 e["source"].as_str().unwrap_or(""),
                 e["position"].as_str().unwrap_or(""),

@@ -142,8 +142,8 @@ fn stat(data_dir: &Path, targets: &[String], out: &mut Out) -> anyhow::Result<Ex
         out.line(format_args!(
             "target {:<16} cursor {:>12}  lag {:>10} records",
             row["name"].as_str().unwrap_or(""),
-            row["cursor"],
-            row["lag_records"]
+            row["cursor"].as_u64().unwrap_or(0),
+            row["lag_records"].as_u64().unwrap_or(0)
         ))?;
     }
     for note in view.notes() {

@@ -151,8 +151,8 @@ fn print(command: &TargetCommand, value: &Value, out: &mut Out) -> anyhow::Resul
                     t["name"].as_str().unwrap_or(""),
                     t["kind"].as_str().unwrap_or(""),
                     t["state"].as_str().unwrap_or(""),
-                    t["cursor"],
-                    t["lag_records"],
+                    t["cursor"].as_u64().unwrap_or(0),
+                    t["lag_records"].as_u64().unwrap_or(0),
                     t["lag_seconds"].as_f64().unwrap_or(0.0),
                     t["last_error"].as_str().unwrap_or("-")
                 ))?;

@@ -149,6 +149,11 @@ fn a_pause_without_a_node_is_refused_while_the_directory_is_locked_and_holds_at_
     drop(lock);
     let paused = node.cli_json(&["target", "pause", "dataset"]);
     assert_eq!(paused["state"], "paused", "{paused}");
+    // The human listing's numbers end under their headers.
+    let list = stdout(&node.cli(&["target", "list"]));
+    let lines: Vec<&str> = list.lines().collect();
+    let cursor_end = lines[0].find("CURSOR").expect("a header") + "CURSOR".len();
+    assert!(lines[1][..cursor_end].ends_with(" 0"), "{list}");
     node.start();
     assert_eq!(node.target("dataset")["state"], "paused");
     node.stop();
