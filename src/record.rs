@@ -154,7 +154,10 @@ pub fn change_json(offset: u64, timestamp_ms: u64, change: &Change) -> Value {
     object.insert("position".into(), change.position.clone().into());
     object.insert("model".into(), change.model.clone().into());
     object.insert("op".into(), change.op.as_str().into());
-    object.insert("key".into(), change.key.clone());
+    // A truncate concerns the model only: no key (SPEC section 5).
+    if change.op != Op::Truncate {
+        object.insert("key".into(), change.key.clone());
+    }
     if let Some(data) = &change.data {
         object.insert("data".into(), Value::Object(data.clone()));
     } else if change.op == Op::Upsert {

@@ -3,15 +3,29 @@
 
 use crate::node::NodeState;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::collections::HashMap;
 use std::io::IsTerminal;
 
 const TERMINAL_REFRESH_MS: u64 = 1000;
 const PROGRESS_LINE_SECONDS: u64 = 30;
 
+/// One line of the display: a source or a target, with a progress bar while a snapshot copies.
+#[derive(Debug)]
+struct Line {
+    text: String,
+    /// Rows copied and the estimate of the table being copied.
+    progress: Option<(u64, u64)>,
+}
+
+/// A line's bar, and whether it has the progress style.
+type LineBar = (ProgressBar, bool);
+
 #[derive(Debug)]
 pub struct StatusDisplay {
-    bars: Option<(MultiProgress, ProgressBar, Vec<ProgressBar>)>,
+    bars: Option<(MultiProgress, ProgressBar, Vec<LineBar>)>,
     last_offset: u64,
+    /// Each target's cursor at the last update, for its rate.
+    last_cursors: HashMap<String, u64>,
     last_time: std::time::Instant,
 }
 
@@ -29,7 +43,12 @@ impl StatusDisplay {
             log.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("valid template"));
             (multi, log, Vec::new())
         });
-        StatusDisplay { bars, last_offset: 0, last_time: std::time::Instant::now() }
+        StatusDisplay {
+            bars,
+            last_offset: 0,
+            last_cursors: HashMap::new(),
+            last_time: std::time::Instant::now(),
+        }
     }
 
     pub fn interval_ms(&self) -> u64 {
@@ -42,65 +61,115 @@ impl StatusDisplay {
 
     pub fn update(&mut self, state: &NodeState) {
         let durable = state.log.durable_offset();
-        let elapsed = self.last_time.elapsed().as_secs_f64().max(0.001);
-        let rate = durable.saturating_sub(self.last_offset) as f64 / elapsed;
+        let elapsed_seconds = self.last_time.elapsed().as_secs_f64().max(0.001);
+        let rate = durable.saturating_sub(self.last_offset) as f64 / elapsed_seconds;
         self.last_offset = durable;
         self.last_time = std::time::Instant::now();
         let log_line = format!(
             "log: durable offset {durable}, {rate:.0} records/s in, DLQ {}",
             state.indexes.dead_letters().len()
         );
-        let source_lines = state.sources.iter().map(|source| {
-            let s = source.status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut lines: Vec<Line> = state.sources.iter().map(source_line).collect();
+        for t in &state.targets {
+            let s = t.status();
+            let before = self.last_cursors.insert(s.name.clone(), s.cursor).unwrap_or(s.cursor);
+            let rate = s.cursor.saturating_sub(before) as f64 / elapsed_seconds;
             let error = s.last_error.map(|e| format!(" — {e}")).unwrap_or_default();
-            let snapshot = if s.state == "snapshot" {
-                format!(", {} snapshot rows", s.snapshot_rows)
-            } else {
-                String::new()
-            };
-            format!(
-                "source {} (postgres): {}, confirmed {}{snapshot}{error}",
-                source.name, s.state, s.confirmed_lsn
-            )
-        });
-        let target_lines: Vec<String> = source_lines
-            .chain(state.targets.iter().map(|t| {
-                let s = t.status();
-                let error = s.last_error.map(|e| format!(" — {e}")).unwrap_or_default();
-                format!(
-                    "target {} ({}): {:?}, cursor {}, lag {} records / {:.1}s{error}",
-                    s.name, s.kind, s.state, s.cursor, s.lag_records, s.lag_seconds
-                )
-            }))
-            .collect();
+            let text = format!(
+                "target {} ({}): {:?}, cursor {}, {rate:.0} records/s, lag {} records / {:.1}s{error}",
+                s.name, s.kind, s.state, s.cursor, s.lag_records, s.lag_seconds
+            );
+            lines.push(Line { text, progress: None });
+        }
         match &mut self.bars {
-            Some((multi, log, targets)) => {
+            Some((multi, log, bars)) => {
                 log.set_message(log_line);
                 log.tick();
-                while targets.len() < target_lines.len() {
-                    let bar = multi.add(ProgressBar::new_spinner());
-                    bar.set_style(ProgressStyle::with_template("  {msg}").expect("valid template"));
-                    targets.push(bar);
+                while bars.len() < lines.len() {
+                    bars.push((multi.add(ProgressBar::new_spinner()), true));
                 }
-                for (bar, line) in targets.iter().zip(target_lines) {
-                    bar.set_message(line);
+                for ((bar, progress_style), line) in bars.iter_mut().zip(lines) {
+                    show(bar, progress_style, line);
                 }
             }
             None => {
                 tracing::info!("{log_line}");
-                for line in target_lines {
-                    tracing::info!("{line}");
+                for line in lines {
+                    tracing::info!("{}", line.text);
                 }
             }
         }
     }
 
     pub fn finish(&mut self) {
-        if let Some((_, log, targets)) = &self.bars {
+        if let Some((_, log, bars)) = &self.bars {
             log.finish_and_clear();
-            for bar in targets {
+            for (bar, _) in bars {
                 bar.finish_and_clear();
             }
         }
+    }
+}
+
+fn source_line(source: &crate::sources::postgres::source::SourceHandle) -> Line {
+    let s = source.status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let error = s.last_error.map(|e| format!(" — {e}")).unwrap_or_default();
+    if s.state == "snapshot" {
+        let text = format!("source {} (postgres): snapshot of {}{error}", source.name, s.snapshot_table);
+        // The estimate is the planner's: the bar must not end before the copy does.
+        let length = s.snapshot_rows_estimate.max(s.snapshot_rows).max(1);
+        return Line { text, progress: Some((s.snapshot_rows, length)) };
+    }
+    let text =
+        format!("source {} (postgres): {}, confirmed {}{error}", source.name, s.state, s.confirmed_lsn);
+    Line { text, progress: None }
+}
+
+/// Draws `line` on `bar`: a progress bar with rate and ETA while it has progress, a plain line
+/// otherwise (`progress_style` tracks which style the bar has).
+fn show(bar: &ProgressBar, progress_style: &mut bool, line: Line) {
+    match line.progress {
+        Some((position, length)) => {
+            if !*progress_style {
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "  {msg} [{bar:30}] {human_pos}/{human_len} rows, {per_sec}, ETA {eta}",
+                    )
+                    .expect("valid template")
+                    .progress_chars("=> "),
+                );
+                bar.reset();
+                *progress_style = true;
+            }
+            bar.set_length(length);
+            bar.set_position(position);
+        }
+        None if *progress_style => {
+            bar.set_style(ProgressStyle::with_template("  {msg}").expect("valid template"));
+            *progress_style = false;
+        }
+        None => {}
+    }
+    bar.set_message(line.text);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_is_a_progress_bar_and_then_a_line_again() {
+        let bar = ProgressBar::hidden();
+        let mut progress_style = true;
+        show(&bar, &mut progress_style, Line { text: "source s: starting".into(), progress: None });
+        assert!(!progress_style);
+        let line = Line { text: "source s: snapshot of public.t".into(), progress: Some((50, 200)) };
+        show(&bar, &mut progress_style, line);
+        assert!(progress_style);
+        assert_eq!((bar.position(), bar.length()), (50, Some(200)));
+        assert_eq!(bar.message(), "source s: snapshot of public.t");
+        show(&bar, &mut progress_style, Line { text: "source s: streaming".into(), progress: None });
+        assert!(!progress_style);
+        assert_eq!(bar.message(), "source s: streaming");
     }
 }

@@ -61,6 +61,9 @@ pub struct SourceStatus {
     pub confirmed_lsn: String,
     pub last_error: Option<String>,
     pub snapshot_rows: u64,
+    /// The table the snapshot is copying and the planner's estimate of its rows (progress, ETA).
+    pub snapshot_table: String,
+    pub snapshot_rows_estimate: u64,
 }
 
 /// Persisted per-source state (`<data_dir>/sources/<name>.json`).
@@ -239,6 +242,10 @@ impl Source {
             );
             let estimate = snapshot::estimated_rows(&client, &table.schema, &table.table).await;
             tracing::info!(source = %self.name(), "snapshot of {}.{}: about {estimate} rows", table.schema, table.table);
+            self.set_status(|s| {
+                (s.snapshot_table, s.snapshot_rows_estimate, s.snapshot_rows) =
+                    (format!("{}.{}", table.schema, table.table), estimate, 0);
+            });
             let mut copy = snapshot::TableCopy::start(&client, relation).await?;
             let mut copier = SnapshotCopier::new(self, &table, lsn, estimate, &mut logged_keys);
             while let Some(rows) = copy.next_rows().await? {
