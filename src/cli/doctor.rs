@@ -5,7 +5,8 @@
 //! replication slot and WAL sender capacity, publication membership, REPLICA IDENTITY of each table
 //! (with a warning for toastable columns), and the slot's state (`wal_status`, retained WAL).
 //! PostgreSQL targets: connection, and that every table and mapped column exists (unless
-//! `create_tables` creates them).
+//! `create_tables` creates them). The data directory, listen addresses, jsonl directories and http
+//! hosts: `doctor_local.rs`.
 
 use super::{Exit, Out};
 use crate::config::{Config, PostgresSource, PostgresTarget, SourceConfig, TargetConfig};
@@ -31,12 +32,12 @@ pub struct Check {
 }
 
 #[derive(Debug, Default)]
-struct Report {
+pub(super) struct Report {
     checks: Vec<Check>,
 }
 
 impl Report {
-    fn add(
+    pub(super) fn add(
         &mut self,
         subject: &str,
         check: &str,
@@ -52,13 +53,14 @@ impl Report {
             fix,
         });
     }
-    fn ok(&mut self, subject: &str, check: &str, message: impl Into<String>) {
+    pub(super) fn ok(&mut self, subject: &str, check: &str, message: impl Into<String>) {
         self.add(subject, check, Status::Ok, message, None);
     }
 }
 
 pub async fn run(config: &Config, out: &mut Out) -> anyhow::Result<Exit> {
     let mut report = Report::default();
+    super::doctor_local::check(config, &mut report).await;
     for source in &config.sources {
         if let SourceConfig::Postgres(pg) = source {
             check_source(pg, &mut report).await;
@@ -73,9 +75,6 @@ pub async fn run(config: &Config, out: &mut Out) -> anyhow::Result<Exit> {
     if out.json {
         out.json_value(&serde_json::to_value(&report.checks)?)?;
     } else {
-        if report.checks.is_empty() {
-            out.line(format_args!("nothing to check: the configuration has no PostgreSQL source or target"))?;
-        }
         for c in &report.checks {
             let status = match c.status {
                 Status::Ok => "ok  ",

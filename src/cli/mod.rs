@@ -7,6 +7,7 @@ pub mod check;
 pub mod client;
 pub mod dlq_cmd;
 pub mod doctor;
+mod doctor_local;
 pub mod log_cmd;
 pub mod source_cmd;
 pub mod status;

@@ -411,3 +411,33 @@ targets:
     let out = run(&["check", "--config", "config/remix.yaml"]);
     assert!(out.status.success(), "{out:?}");
 }
+
+#[test]
+fn doctor_checks_the_data_directory_addresses_and_an_unreachable_http_target() {
+    let tmp = tempfile::tempdir().unwrap();
+    let closed = format!("http://{}/api", free_addr());
+    let mut node = Node::new(tmp.path(), &http_config("pause"), &[("REMIX_HTTP_URL", &closed)]);
+    let doctor = |node: &Node| {
+        let out = node.cli(&["doctor", "--json"]);
+        let checks: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+        let find = |subject: &str, check: &str| {
+            checks.iter().find(|c| c["subject"] == subject && c["check"] == check).map(|c| c["status"].clone())
+        };
+        let found = [
+            find("data directory", "writable"),
+            find("data directory", "lock"),
+            find("admin API", "listen"),
+            find("source hooks", "listen"),
+            find("target api", "reachable"),
+        ];
+        (out.status.code(), found.map(|f| f.unwrap_or(Value::Null)), checks)
+    };
+    let (code, found, checks) = doctor(&node);
+    assert_eq!(code, Some(1), "{checks:#?}");
+    assert_eq!(found, [json!("ok"), Value::Null, json!("ok"), json!("ok"), json!("fail")], "{checks:#?}");
+    // With the node running, its addresses are its own: not checked, the lock says why.
+    node.start();
+    let (_, found, checks) = doctor(&node);
+    assert_eq!(found, [json!("ok"), json!("ok"), Value::Null, Value::Null, json!("fail")], "{checks:#?}");
+    node.stop();
+}
