@@ -189,13 +189,16 @@ async fn dlq_retry_all(State(state): Shared, headers: HeaderMap) -> Response {
     if let Err(response) = authorized(&state, &headers) {
         return response;
     }
-    let mut results = Vec::new();
-    for entry in state.indexes.dead_letters() {
-        match dlq::retry(&state.config, &state.logs, &state.indexes, entry.id).await {
-            Ok(retried) => results.push(serde_json::to_value(retried).expect("serializable")),
-            Err(e) => results.push(json!({ "id": entry.id, "result": "error", "error": e.to_string() })),
-        }
-    }
+    let ids: Vec<u64> = state.indexes.dead_letters().iter().map(|e| e.id).collect();
+    let retried = dlq::retry_many(&state.config, &state.logs, &state.indexes, &ids).await;
+    let results: Vec<_> = ids
+        .iter()
+        .zip(retried)
+        .map(|(id, r)| match r {
+            Ok(retried) => serde_json::to_value(retried).expect("serializable"),
+            Err(e) => json!({ "id": id, "result": "error", "error": e.to_string() }),
+        })
+        .collect();
     Json(results).into_response()
 }
 

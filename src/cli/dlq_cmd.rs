@@ -90,9 +90,10 @@ async fn direct(command: &DlqCommand, config: Arc<Config>) -> anyhow::Result<Val
             serde_json::to_value(dlq::retry(&config, &logs, &indexes, *id).await?)?
         }
         DlqCommand::Retry { id: None, .. } => {
+            let ids: Vec<u64> = indexes.dead_letters().iter().map(|e| e.id).collect();
             let mut results = Vec::new();
-            for entry in indexes.dead_letters() {
-                results.push(serde_json::to_value(dlq::retry(&config, &logs, &indexes, entry.id).await?)?);
+            for retried in dlq::retry_many(&config, &logs, &indexes, &ids).await {
+                results.push(serde_json::to_value(retried?)?);
             }
             Value::Array(results)
         }

@@ -3,18 +3,20 @@
 //! appends a `KIND_DEAD_LETTER_RESOLVED` record, so the DLQ survives restarts like everything else.
 //!
 //! A retry never puts an older state after a newer one (per-key order): when the log holds a change
-//! of the same model and key after the dead letter (after its offset for a target's, after its time
-//! for a source's), or a truncate of the model, the retry answers `superseded` and logs nothing.
+//! that supersedes the dead letter (`superseded.rs`), the retry answers `superseded` and logs
+//! nothing. `retry --all` checks every entry in one scan of the log.
 
 use super::indexes::{Claim, DlqEntry, IdempotencyKey, Indexes, Landed};
 use super::ingest::Appender;
 use super::remix_in::{remix_in, Origin, RemixOutcome};
+use super::superseded::{superseding, Pending, Since};
 use crate::config::{Config, SourceConfig};
 use crate::record::{
     self, Change, DeadLetterResolved, Decoded, FieldError, Op, KIND_CHANGE, KIND_DEAD_LETTER_RESOLVED,
 };
 use remix_storage::AppendRecord;
 use serde::Serialize;
+use std::sync::Arc;
 
 /// The outcome of a retry.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -56,18 +58,94 @@ pub struct Logs {
 }
 
 pub async fn retry(config: &Config, logs: &Logs, indexes: &Indexes, id: u64) -> Result<Retried, DlqError> {
+    retry_many(config, logs, indexes, &[id]).await.pop().expect("one result per id")
+}
+
+/// Retries the dead letters `ids` (in that order; oldest first keeps per-key order), checking all of
+/// them against the log in one scan. One result per id, in order.
+pub async fn retry_many(
+    config: &Config,
+    logs: &Logs,
+    indexes: &Indexes,
+    ids: &[u64],
+) -> Vec<Result<Retried, DlqError>> {
+    let mut results: Vec<Option<Result<Retried, DlqError>>> = Vec::with_capacity(ids.len());
+    // (index in `results`, id, the change it would log, where superseding changes begin)
+    let mut ready: Vec<(usize, u64, Change, Since)> = Vec::new();
+    for &id in ids {
+        match prepare(config, &logs.main, indexes, id).await {
+            Ok(Ok((change, since))) => {
+                ready.push((results.len(), id, change, since));
+                results.push(None);
+            }
+            Ok(Err(errors)) => results.push(Some(Ok(Retried::Invalid { id, errors }))),
+            Err(e) => results.push(Some(Err(e))),
+        }
+    }
+    match check_superseded(logs, &ready).await {
+        Ok(found) => {
+            for ((slot, id, change, _), newer) in ready.into_iter().zip(found) {
+                results[slot] = Some(match newer {
+                    Some(newer_offset) => Ok(Retried::Superseded { id, newer_offset }),
+                    None => log_retried(logs, indexes, id, change).await,
+                });
+            }
+        }
+        Err(e) => {
+            for (slot, ..) in ready {
+                results[slot] = Some(Err(DlqError::Other(e.clone())));
+            }
+        }
+    }
+    results.into_iter().map(|r| r.expect("every slot is filled")).collect()
+}
+
+/// The entry, the change it would log now (or why it is still invalid), and where changes that
+/// supersede it begin.
+async fn prepare(
+    config: &Config,
+    appender: &Appender,
+    indexes: &Indexes,
+    id: u64,
+) -> Result<Result<(Change, Since), Vec<FieldError>>, DlqError> {
     let entry = indexes.dead_letter(id).ok_or(DlqError::NotFound(id))?;
-    let mut change = match rebuild_change(config, &logs.main, &entry).await? {
+    let change = match rebuild_change(config, appender, &entry).await? {
         Ok(change) => change,
-        Err(errors) => return Ok(Retried::Invalid { id, errors }),
+        Err(errors) => return Ok(Err(errors)),
     };
     let since = match entry.letter.route.starts_with("target:") {
         true => Since::Offset(letter_offset(&entry)?),
         false => Since::Time(entry.time_ms),
     };
-    if let Some(newer_offset) = newer_change(logs.main.log(), &change, since).await? {
-        return Ok(Retried::Superseded { id, newer_offset });
+    Ok(Ok((change, since)))
+}
+
+/// [`superseding`] on a blocking thread.
+async fn check_superseded(
+    logs: &Logs,
+    ready: &[(usize, u64, Change, Since)],
+) -> Result<Vec<Option<u64>>, String> {
+    let log = Arc::clone(logs.main.log());
+    let pending: Vec<(u64, Change, Since)> = ready.iter().map(|(_, id, c, s)| (*id, c.clone(), *s)).collect();
+    let scan = move || {
+        let pending: Vec<Pending<'_>> =
+            pending.iter().map(|(id, change, since)| Pending { id: *id, change, since: *since }).collect();
+        superseding(&log, &pending)
+    };
+    match tokio::task::spawn_blocking(scan).await {
+        Ok(Ok(found)) => Ok(found),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
     }
+}
+
+/// Logs a retried dead letter's change under the idempotency key `dlq:<id>` and resolves the entry.
+async fn log_retried(
+    logs: &Logs,
+    indexes: &Indexes,
+    id: u64,
+    mut change: Change,
+) -> Result<Retried, DlqError> {
     let key = format!("dlq:{id}");
     let scoped = IdempotencyKey::new(&change.source, &change.model, &key);
     let offset = match indexes.claim(&scoped).await {
@@ -156,118 +234,4 @@ fn letter_offset(entry: &DlqEntry) -> Result<u64, DlqError> {
     entry.letter.input.get("offset").and_then(|o| o.as_u64()).ok_or_else(|| {
         DlqError::Other(format!("dead letter {} of {} has no offset", entry.id, entry.letter.route))
     })
-}
-
-/// Where the changes that could supersede a dead letter begin.
-#[derive(Debug, Clone, Copy)]
-enum Since {
-    /// After this offset: a target's dead letter is the change at that offset.
-    Offset(u64),
-    /// Appended at or after this time: a source's dead letter was never in the main log.
-    Time(u64),
-}
-
-/// What [`newer_change`] reads of each change record.
-#[derive(Debug, serde::Deserialize)]
-struct KeyOf {
-    model: String,
-    op: Op,
-    key: serde_json::Value,
-}
-
-/// The first change after `since` with `change`'s model and key (any op), or truncating its model.
-async fn newer_change(
-    log: &std::sync::Arc<remix_storage::Log>,
-    change: &Change,
-    since: Since,
-) -> Result<Option<u64>, DlqError> {
-    let (log, model, key) = (log.clone(), change.model.clone(), change.key.clone());
-    let scan = move || -> Result<Option<u64>, remix_storage::Error> {
-        let from = match since {
-            Since::Offset(offset) => offset + 1,
-            // Segments that ended before the time hold nothing newer.
-            Since::Time(time_ms) => {
-                let segments = log.stat().segments;
-                let newer = segments.iter().find(|s| s.records > 0 && s.last_timestamp_ms >= time_ms);
-                newer.map_or(log.durable_offset() + 1, |s| s.base_offset)
-            }
-        };
-        for record in log.reader(from.max(log.first_offset()))? {
-            let record = record?;
-            if record.kind != KIND_CHANGE {
-                continue;
-            }
-            if let Since::Time(time_ms) = since {
-                if record.timestamp_ms < time_ms {
-                    continue;
-                }
-            }
-            let Ok(other) = serde_json::from_slice::<KeyOf>(&record.payload) else { continue };
-            if other.model == model && (other.op == Op::Truncate || other.key == key) {
-                return Ok(Some(record.offset));
-            }
-        }
-        Ok(None)
-    };
-    tokio::task::spawn_blocking(scan)
-        .await
-        .map_err(|e| DlqError::Other(e.to_string()))?
-        .map_err(|e| DlqError::Other(e.to_string()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use remix_storage::{Log, LogOptions, OsFs};
-    use std::sync::Arc;
-
-    fn change(op: Op, id: u64) -> Change {
-        Change {
-            source: "hooks".into(),
-            position: format!("req:{id}"),
-            model: "customer".into(),
-            op,
-            key: if op == Op::Truncate { serde_json::Value::Null } else { serde_json::json!({ "id": id }) },
-            data: None,
-            unchanged: Vec::new(),
-            idempotency_key: None,
-        }
-    }
-
-    fn append(log: &Log, changes: &[Change]) -> u64 {
-        let records = changes
-            .iter()
-            .map(|c| AppendRecord { kind: KIND_CHANGE, payload: serde_json::to_vec(c).unwrap() })
-            .collect();
-        log.append_blocking(records).unwrap().first_offset
-    }
-
-    #[tokio::test]
-    async fn a_change_is_superseded_by_a_newer_one_of_its_key_or_a_truncate_of_its_model() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = Arc::new(Log::open(Arc::new(OsFs), dir.path(), LogOptions::default()).unwrap());
-        append(&log, &[change(Op::Upsert, 1), change(Op::Upsert, 2)]);
-        std::thread::sleep(std::time::Duration::from_millis(5));
-        let time_ms = crate::time::now_ms();
-        std::thread::sleep(std::time::Duration::from_millis(5));
-        let newer = append(&log, &[change(Op::Delete, 1), change(Op::Upsert, 3)]);
-        assert_eq!(
-            newer_change(&log, &change(Op::Upsert, 1), Since::Time(time_ms)).await.unwrap(),
-            Some(newer),
-            "a delete of the key after the time"
-        );
-        assert_eq!(
-            newer_change(&log, &change(Op::Upsert, 2), Since::Time(time_ms)).await.unwrap(),
-            None,
-            "key 2 changed only before the time"
-        );
-        assert_eq!(newer_change(&log, &change(Op::Upsert, 2), Since::Offset(0)).await.unwrap(), Some(2));
-        assert_eq!(newer_change(&log, &change(Op::Upsert, 2), Since::Offset(2)).await.unwrap(), None);
-        let truncate = append(&log, &[change(Op::Truncate, 0)]);
-        assert_eq!(
-            newer_change(&log, &change(Op::Upsert, 2), Since::Time(time_ms)).await.unwrap(),
-            Some(truncate),
-            "a truncate of the model"
-        );
-    }
 }

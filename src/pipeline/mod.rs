@@ -5,6 +5,7 @@ pub mod dlq;
 pub mod indexes;
 pub mod ingest;
 pub mod remix_in;
+pub mod superseded;
 
 pub use indexes::{DlqEntry, Indexes};
 pub use ingest::{AppendError, Appender};

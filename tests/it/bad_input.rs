@@ -309,6 +309,10 @@ fn http_target_refused_with_400_dead_letters_the_record_and_delivers_the_rest() 
     assert_eq!(retried, json!({"result": "superseded", "id": letter["id"], "newer_offset": 43}));
     assert_eq!(node.cli_json(&["dlq", "list"]).as_array().unwrap().len(), 1, "the entry stays");
     assert_eq!(node.log_stat()["records"], 43, "nothing was logged");
+    // `--all` says the same, through the node and, once it has stopped, on the data directory.
+    assert_eq!(node.cli_json(&["dlq", "retry", "--all"]), json!([retried]));
+    node.stop();
+    assert_eq!(node.cli_json(&["dlq", "retry", "--all"]), json!([retried]));
     node.verify_log();
 }
 
@@ -419,9 +423,13 @@ fn doctor_checks_the_data_directory_addresses_and_an_unreachable_http_target() {
     let mut node = Node::new(tmp.path(), &http_config("pause"), &[("REMIX_HTTP_URL", &closed)]);
     let doctor = |node: &Node| {
         let out = node.cli(&["doctor", "--json"]);
-        let checks: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+        let checks: Vec<Value> =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"));
         let find = |subject: &str, check: &str| {
-            checks.iter().find(|c| c["subject"] == subject && c["check"] == check).map(|c| c["status"].clone())
+            checks
+                .iter()
+                .find(|c| c["subject"] == subject && c["check"] == check)
+                .map(|c| c["status"].clone())
         };
         let found = [
             find("data directory", "writable"),
