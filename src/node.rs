@@ -32,6 +32,8 @@ pub struct NodeState {
     pub targets: Vec<TargetHandle>,
     pub sources: Vec<crate::sources::postgres::source::SourceHandle>,
     pub stripe: Vec<crate::sources::stripe::StripeHandle>,
+    /// Change records logged per source since the start.
+    pub logged: Arc<crate::sources::Logged>,
     pub ready: AtomicBool,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
@@ -187,6 +189,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         appender: appender.clone(),
         dlq: dlq.clone(),
         indexes: Arc::clone(&indexes),
+        logged: Arc::new(crate::sources::Logged::new(&config)),
     };
     let stripe = crate::sources::stripe::handles(&stripe_states, &source_context)?;
     let mut sources = Vec::new();
@@ -212,6 +215,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         targets,
         sources,
         stripe,
+        logged: Arc::clone(&source_context.logged),
         ready: AtomicBool::new(false),
         metrics,
     });

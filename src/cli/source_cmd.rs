@@ -77,6 +77,7 @@ async fn direct(name: &str, config: Arc<Config>) -> anyhow::Result<Value> {
         appender: Appender::new(Arc::clone(&log)),
         dlq: Appender::new(Arc::clone(&dlq_log)),
         indexes,
+        logged: Arc::new(crate::sources::Logged::new(&config)),
     };
     let state = states.into_iter().next().expect("checked: a stripe source");
     let handle = StripeHandle::new(state, context)?;

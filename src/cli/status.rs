@@ -24,8 +24,8 @@ type LineBar = (ProgressBar, bool);
 pub struct StatusDisplay {
     bars: Option<(MultiProgress, ProgressBar, Vec<LineBar>)>,
     last_offset: u64,
-    /// Each target's cursor at the last update, for its rate.
-    last_cursors: HashMap<String, u64>,
+    /// Each source's logged records and each target's cursor at the last update, for rates.
+    last_counts: HashMap<String, u64>,
     last_time: std::time::Instant,
 }
 
@@ -46,7 +46,7 @@ impl StatusDisplay {
         StatusDisplay {
             bars,
             last_offset: 0,
-            last_cursors: HashMap::new(),
+            last_counts: HashMap::new(),
             last_time: std::time::Instant::now(),
         }
     }
@@ -69,11 +69,27 @@ impl StatusDisplay {
             "log: durable offset {durable}, {rate:.0} records/s in, DLQ {}",
             state.indexes.dead_letters().len()
         );
-        let mut lines: Vec<Line> = state.sources.iter().map(source_line).collect();
+        let mut lines: Vec<Line> = Vec::new();
+        for source in &state.config.sources {
+            let logged = state.logged.get(source.name());
+            let rate = self.rate(format!("source {}", source.name()), logged, elapsed_seconds);
+            let postgres = state.sources.iter().find(|h| h.name == source.name());
+            lines.push(match (postgres, source.listen()) {
+                (Some(handle), _) => source_line(handle, rate),
+                (None, listen) => Line {
+                    text: format!(
+                        "source {} ({}): listening on {}, {rate:.0} records/s, {logged} logged since the start",
+                        source.name(),
+                        source.kind(),
+                        listen.unwrap_or("-")
+                    ),
+                    progress: None,
+                },
+            });
+        }
         for t in &state.targets {
             let s = t.status();
-            let before = self.last_cursors.insert(s.name.clone(), s.cursor).unwrap_or(s.cursor);
-            let rate = s.cursor.saturating_sub(before) as f64 / elapsed_seconds;
+            let rate = self.rate(format!("target {}", s.name), s.cursor, elapsed_seconds);
             let error = s.last_error.map(|e| format!(" — {e}")).unwrap_or_default();
             let text = format!(
                 "target {} ({}): {:?}, cursor {}, {rate:.0} records/s, lag {} records / {:.1}s{error}",
@@ -101,6 +117,12 @@ impl StatusDisplay {
         }
     }
 
+    /// Records per second of the counter `name`, now at `count`.
+    fn rate(&mut self, name: String, count: u64, elapsed_seconds: f64) -> f64 {
+        let before = self.last_counts.insert(name, count).unwrap_or(count);
+        count.saturating_sub(before) as f64 / elapsed_seconds
+    }
+
     pub fn finish(&mut self) {
         if let Some((_, log, bars)) = &self.bars {
             log.finish_and_clear();
@@ -111,7 +133,7 @@ impl StatusDisplay {
     }
 }
 
-fn source_line(source: &crate::sources::postgres::source::SourceHandle) -> Line {
+fn source_line(source: &crate::sources::postgres::source::SourceHandle, rate: f64) -> Line {
     let s = source.status.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let error = s.last_error.map(|e| format!(" — {e}")).unwrap_or_default();
     if s.state == "snapshot" {
@@ -120,8 +142,10 @@ fn source_line(source: &crate::sources::postgres::source::SourceHandle) -> Line 
         let length = s.snapshot_rows_estimate.max(s.snapshot_rows).max(1);
         return Line { text, progress: Some((s.snapshot_rows, length)) };
     }
-    let text =
-        format!("source {} (postgres): {}, confirmed {}{error}", source.name, s.state, s.confirmed_lsn);
+    let text = format!(
+        "source {} (postgres): {}, {rate:.0} records/s, confirmed {}{error}",
+        source.name, s.state, s.confirmed_lsn
+    );
     Line { text, progress: None }
 }
 

@@ -363,6 +363,7 @@ impl Route {
             .collect();
         match self.context.appender.append(records).await {
             Ok(appended) => {
+                self.context.logged.add(&self.source.name, changes.len() as u64);
                 let landed =
                     Landed { first_offset: appended.first_offset, last_offset: appended.last_offset };
                 (accepted((appended.first_offset..=appended.last_offset).collect(), false), Some(landed))

@@ -373,6 +373,10 @@ fn idempotency_keys_are_scoped_by_model_and_survive_a_restart() {
     let tmp = tempfile::tempdir().unwrap();
     let mut node = Node::new(tmp.path(), &example_config("webhook-to-jsonl.yaml"), &[]);
     node.start();
+    // The status lines (logged at start on a non-terminal) show every source, a webhook too.
+    wait_for("the webhook source's status line", || {
+        node.output().contains("source hooks (webhook): listening on").then_some(())
+    });
     let post = |node: &Node, route: &str, key: Option<&str>, object: Value| {
         let headers: Vec<(&str, &str)> = key.iter().map(|k| ("Idempotency-Key", *k)).collect();
         let response = node.post(route, &headers, &object).expect("POST");

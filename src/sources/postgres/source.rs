@@ -135,6 +135,8 @@ struct Chunk {
 }
 
 struct Inflight {
+    /// How many records the append holds.
+    records: u64,
     pending: Pending,
     commit_end: Option<u64>,
     last_position: Option<String>,
@@ -442,7 +444,9 @@ impl<'a> SnapshotCopier<'a> {
     async fn flush(&mut self) -> anyhow::Result<()> {
         if !self.records.is_empty() {
             let records = std::mem::take(&mut self.records);
+            let count = records.len() as u64;
             self.source.context.appender.append(records).await?;
+            self.source.context.logged.add(self.source.name(), count);
         }
         let name = self.source.name().to_owned();
         let rows = self.rows;
@@ -659,6 +663,7 @@ impl<'a> Streamer<'a> {
                 }
                 let inflight = self.inflight.take().expect("checked");
                 inflight.pending.await??;
+                self.source.context.logged.add(self.source.name(), inflight.records);
                 if let Some(position) = inflight.last_position {
                     self.source.context.indexes.set_last_position(self.source.name(), position);
                 }
@@ -679,6 +684,7 @@ impl<'a> Streamer<'a> {
             let appender = self.source.context.appender.clone();
             let records = chunk.records;
             self.inflight = Some(Inflight {
+                records: records.len() as u64,
                 pending: tokio::spawn(async move { appender.append(records).await }),
                 commit_end: chunk.commit_end,
                 last_position: chunk.last_position,

@@ -350,6 +350,7 @@ impl StripeHandle {
         };
         let payload = serde_json::to_vec(&change).expect("serializable");
         let appended = context.appender.append(vec![AppendRecord { kind: KIND_CHANGE, payload }]).await?;
+        context.logged.add(&source.name, 1);
         pass.commit();
         self.inner.state.newest_created.fetch_max(event.created, Ordering::Relaxed);
         Ok(Outcome::Logged { offset: appended.first_offset })
