@@ -81,6 +81,9 @@ struct Inner {
     keys: HashMap<IdempotencyKey, KeyState>,
     order: VecDeque<IdempotencyKey>,
     dead_letters: BTreeMap<u64, DlqEntry>,
+    /// Open dead letters by [`same_input`] fingerprint: a sender that repeats a refused request
+    /// does not fill the DLQ with copies.
+    by_input: HashMap<u64, Vec<u64>>,
     /// The positions of the latest dead letters of each source (resolved ones too), oldest first: a
     /// source that resumes from before them skips them by exact position instead of sending the same
     /// rows to the DLQ again.
@@ -90,6 +93,31 @@ struct Inner {
 #[derive(Debug, Default)]
 pub struct Indexes {
     inner: Mutex<Inner>,
+}
+
+impl Inner {
+    fn forget_input(&mut self, id: u64, letter: &DeadLetter) {
+        let key = fingerprint(letter);
+        if let Some(ids) = self.by_input.get_mut(&key) {
+            ids.retain(|&other| other != id);
+            if ids.is_empty() {
+                self.by_input.remove(&key);
+            }
+        }
+    }
+}
+
+/// Two dead letters hold the same refused input: same source, route and object.
+fn same_input(a: &DeadLetter, b: &DeadLetter) -> bool {
+    a.source == b.source && a.route == b.route && a.op == b.op && a.input == b.input
+}
+
+/// A hash of what [`same_input`] compares.
+fn fingerprint(letter: &DeadLetter) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (&letter.source, &letter.route, letter.input.to_string()).hash(&mut hasher);
+    hasher.finish()
 }
 
 impl Indexes {
@@ -228,17 +256,30 @@ impl Indexes {
         if positions.len() > DEAD_LETTERS_MAX {
             positions.pop_front();
         }
+        inner.by_input.entry(fingerprint(&entry.letter)).or_default().push(entry.id);
         inner.dead_letters.insert(entry.id, entry);
         while inner.dead_letters.len() > DEAD_LETTERS_MAX {
-            inner.dead_letters.pop_first();
+            let (id, evicted) = inner.dead_letters.pop_first().expect("over the maximum");
+            inner.forget_input(id, &evicted.letter);
         }
         metrics::gauge!("remix_dlq_size").set(inner.dead_letters.len() as f64);
     }
 
     pub fn resolve(&self, id: u64) {
         let mut inner = self.lock();
-        inner.dead_letters.remove(&id);
+        if let Some(entry) = inner.dead_letters.remove(&id) {
+            inner.forget_input(id, &entry.letter);
+        }
         metrics::gauge!("remix_dlq_size").set(inner.dead_letters.len() as f64);
+    }
+
+    /// The id of an open dead letter of the same source and route with the same input, if any.
+    pub fn open_dead_letter_like(&self, letter: &DeadLetter) -> Option<u64> {
+        let inner = self.lock();
+        let ids = inner.by_input.get(&fingerprint(letter))?;
+        ids.iter()
+            .copied()
+            .find(|id| inner.dead_letters.get(id).is_some_and(|e| same_input(&e.letter, letter)))
     }
 
     pub fn dead_letters(&self) -> Vec<DlqEntry> {

@@ -4,8 +4,8 @@
 //! the records; 400 malformed JSON; 401 missing and 403 wrong credentials; 404 unknown route; 413 body
 //! over `body_bytes_max`; 422 with every validation error by record index (a batch is accepted or
 //! refused whole: nothing of a refused batch is logged as a change, and its invalid objects are kept
-//! in the DLQ with their errors so nothing is silently dropped); 503 with `Retry-After` when the log
-//! cannot accept (disk full, shutting down, stopped).
+//! in the DLQ with their errors so nothing is silently dropped, once while they are open); 503 with
+//! `Retry-After` when the log cannot accept (disk full, shutting down, stopped).
 //!
 //! Retries are safe with an `Idempotency-Key` header (the whole batch) or the configured
 //! `idempotency_field` (each object): a key already logged is answered with the offsets it got, even
@@ -392,6 +392,8 @@ impl Route {
                 input: objects[*index].clone(),
                 op: Some(self.op_of(&objects[*index], header_op)),
             })
+            // A repeat of a refused request: its objects are in the DLQ already.
+            .filter(|letter| self.context.indexes.open_dead_letter_like(letter).is_none())
             .collect();
         let records = letters
             .iter()

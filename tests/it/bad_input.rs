@@ -87,6 +87,7 @@ fn webhook_refuses_bad_requests_with_their_status_and_logs_nothing_of_them() {
     assert_eq!(r.status, 422, "{}", r.text());
     assert_eq!(r.header("content-type"), Some("application/json"));
     let paths = error_paths(&r.json());
+    let paths_of_batch = paths.clone();
     assert!(paths.contains(&(1, "/id".into())), "{paths:?}");
     assert!(paths.contains(&(1, "/email".into())), "{paths:?}");
     assert!(paths.contains(&(3, "/name".into())), "{paths:?}");
@@ -98,6 +99,9 @@ fn webhook_refuses_bad_requests_with_their_status_and_logs_nothing_of_them() {
     for path in ["/customer_id", "/amount"] {
         assert!(paths.contains(&(0, path.into())), "{path} in {paths:?}");
     }
+    // The same refused request again: the same 422, and its objects are not dead-lettered twice.
+    let again = post("/customers", &ok, &serde_json::to_vec(&batch).unwrap());
+    assert_eq!((again.status, error_paths(&again.json())), (422, paths_of_batch.clone()));
     // A retry of the refused batch after fixing it is accepted whole.
     let fixed = json!([customer(2), customer(5), customer(3), customer(4)]);
     let r = post("/customers", &ok, &serde_json::to_vec(&fixed).unwrap());
