@@ -47,7 +47,13 @@ pub enum LogCommand {
     Repair,
 }
 
-pub fn run(command: &LogCommand, data_dir: &Path, targets: &[String], out: &mut Out) -> anyhow::Result<Exit> {
+/// `targets`: the configured targets' names, when a configuration was read (not with `--data-dir`).
+pub fn run(
+    command: &LogCommand,
+    data_dir: &Path,
+    targets: Option<&[String]>,
+    out: &mut Out,
+) -> anyhow::Result<Exit> {
     match command {
         LogCommand::Ls => ls(data_dir, out),
         LogCommand::Stat => stat(data_dir, targets, out),
@@ -110,16 +116,23 @@ fn ls(data_dir: &Path, out: &mut Out) -> anyhow::Result<Exit> {
     Ok(Exit::Ok)
 }
 
-fn stat(data_dir: &Path, targets: &[String], out: &mut Out) -> anyhow::Result<Exit> {
+/// The log's figures and every target's cursor; with a configuration, a cursor file of a target
+/// that is not configured is marked (`"configured": false`: it holds no retention).
+fn stat(data_dir: &Path, targets: Option<&[String]>, out: &mut Out) -> anyhow::Result<Exit> {
     let view = open_view(data_dir)?;
     let stat = view.stat();
     let mut names: Vec<String> = view.cursors().keys().cloned().collect();
-    names.extend(targets.iter().filter(|t| !view.cursors().contains_key(*t)).cloned());
+    names.extend(targets.unwrap_or_default().iter().filter(|t| !view.cursors().contains_key(*t)).cloned());
     let target_rows: Vec<Value> = names
         .iter()
         .map(|name| {
             let cursor = view.cursors().get(name).copied().unwrap_or(0);
-            json!({"name": name, "cursor": cursor, "lag_records": stat.durable_offset.saturating_sub(cursor)})
+            let mut row =
+                json!({"name": name, "cursor": cursor, "lag_records": stat.durable_offset.saturating_sub(cursor)});
+            if let Some(targets) = targets {
+                row["configured"] = json!(targets.contains(name));
+            }
+            row
         })
         .collect();
     let value = json!({
@@ -139,8 +152,10 @@ fn stat(data_dir: &Path, targets: &[String], out: &mut Out) -> anyhow::Result<Ex
     out.line(format_args!("bytes           {}", stat.bytes))?;
     out.line(format_args!("segments        {}", stat.segments.len()))?;
     for row in &target_rows {
+        let unconfigured =
+            if row["configured"] == false { "  (not configured: holds no retention)" } else { "" };
         out.line(format_args!(
-            "target {:<16} cursor {:>12}  lag {:>10} records",
+            "target {:<16} cursor {:>12}  lag {:>10} records{unconfigured}",
             row["name"].as_str().unwrap_or(""),
             row["cursor"].as_u64().unwrap_or(0),
             row["lag_records"].as_u64().unwrap_or(0)

@@ -147,13 +147,16 @@ fn run(cli: &Cli, out: &mut Out) -> anyhow::Result<Exit> {
     match &cli.command {
         Command::Log { data_dir, command } => {
             let (data_dir, targets) = match data_dir {
-                Some(dir) => (dir.clone(), Vec::new()),
+                Some(dir) => (dir.clone(), None),
                 None => {
                     let config = load_config(&cli.config)?;
-                    (config.data_dir.clone(), config.targets.iter().map(|t| t.name().to_owned()).collect())
+                    (
+                        config.data_dir.clone(),
+                        Some(config.targets.iter().map(|t| t.name().to_owned()).collect::<Vec<_>>()),
+                    )
                 }
             };
-            log_cmd::run(command, &data_dir, &targets, out)
+            log_cmd::run(command, &data_dir, targets.as_deref(), out)
         }
         Command::Check => check::run(&cli.config, out),
         Command::Run => {

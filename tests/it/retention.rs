@@ -60,6 +60,12 @@ fn removed_targets_do_not_hold_the_log_and_new_ones_start_at_its_start() {
         (first > 1001).then_some(first)
     });
     assert!(node.output().contains("the cursor of a target that is not configured"), "{}", node.output());
+    let targets = node.log_stat()["targets"].clone();
+    assert_eq!(
+        targets,
+        json!([{"name": "first", "cursor": 1000, "lag_records": 1000, "configured": false},
+               {"name": "second", "cursor": 2000, "lag_records": 0, "configured": true}]),
+    );
 
     // `third` arrives after retention: it starts at the log's start instead of failing.
     restart_with(&mut node, &["second", "third"]);
