@@ -7,5 +7,6 @@ pub mod fast;
 pub mod pgoutput;
 pub mod snapshot;
 pub mod source;
+mod stream;
 pub mod tls;
 pub mod types;
