@@ -71,7 +71,7 @@ pub async fn retry_many(
 ) -> Vec<Result<Retried, DlqError>> {
     let mut results: Vec<Option<Result<Retried, DlqError>>> = Vec::with_capacity(ids.len());
     // (index in `results`, id, the change it would log, where superseding changes begin)
-    let mut ready: Vec<(usize, u64, Change, Since)> = Vec::new();
+    let mut ready: Ready = Vec::new();
     for &id in ids {
         match prepare(config, &logs.main, indexes, id).await {
             Ok(Ok((change, since))) => {
@@ -82,7 +82,9 @@ pub async fn retry_many(
             Err(e) => results.push(Some(Err(e))),
         }
     }
-    match check_superseded(logs, &ready).await {
+    let slots: Vec<usize> = ready.iter().map(|(slot, ..)| *slot).collect();
+    let (ready, found) = check_superseded(logs, ready).await;
+    match found {
         Ok(found) => {
             for ((slot, id, change, _), newer) in ready.into_iter().zip(found) {
                 results[slot] = Some(match newer {
@@ -92,7 +94,7 @@ pub async fn retry_many(
             }
         }
         Err(e) => {
-            for (slot, ..) in ready {
+            for slot in slots {
                 results[slot] = Some(Err(DlqError::Other(e.clone())));
             }
         }
@@ -120,22 +122,22 @@ async fn prepare(
     Ok(Ok((change, since)))
 }
 
-/// [`superseding`] on a blocking thread.
-async fn check_superseded(
-    logs: &Logs,
-    ready: &[(usize, u64, Change, Since)],
-) -> Result<Vec<Option<u64>>, String> {
+/// The dead letters ready to be logged, checked against the log.
+type Ready = Vec<(usize, u64, Change, Since)>;
+
+/// [`superseding`] on a blocking thread; `ready` comes back with the answer.
+async fn check_superseded(logs: &Logs, ready: Ready) -> (Ready, Result<Vec<Option<u64>>, String>) {
     let log = Arc::clone(logs.main.log());
-    let pending: Vec<(u64, Change, Since)> = ready.iter().map(|(_, id, c, s)| (*id, c.clone(), *s)).collect();
     let scan = move || {
         let pending: Vec<Pending<'_>> =
-            pending.iter().map(|(id, change, since)| Pending { id: *id, change, since: *since }).collect();
-        superseding(&log, &pending)
+            ready.iter().map(|(_, id, change, since)| Pending { id: *id, change, since: *since }).collect();
+        let found = superseding(&log, &pending).map_err(|e| e.to_string());
+        (ready, found)
     };
     match tokio::task::spawn_blocking(scan).await {
-        Ok(Ok(found)) => Ok(found),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(e) => Err(e.to_string()),
+        Ok(checked) => checked,
+        // The scan panicked: nothing is logged, each entry reports it.
+        Err(e) => (Vec::new(), Err(e.to_string())),
     }
 }
 

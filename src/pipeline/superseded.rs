@@ -53,7 +53,16 @@ pub fn superseding(log: &Log, pending: &[Pending<'_>]) -> remix_storage::Result<
         by_key.entry((p.change.model.as_str(), p.change.key.to_string())).or_default().push(i);
         by_model.entry(p.change.model.as_str()).or_default().push(i);
     }
-    let from = pending.iter().map(|p| first_offset_after(log, p.since)).min().expect("not empty");
+    let after_offset = pending.iter().filter_map(|p| match p.since {
+        Since::Offset(offset) => Some(offset + 1),
+        Since::Time(_) => None,
+    });
+    let at_time = pending.iter().filter_map(|p| match p.since {
+        Since::Time(time_ms) => Some(time_ms),
+        Since::Offset(_) => None,
+    });
+    // One segment lookup, for the earliest time.
+    let from = after_offset.chain(at_time.min().map(|t| first_offset_at(log, t))).min().expect("not empty");
     for record in log.reader(from.max(log.first_offset()))? {
         let record = record?;
         if record.kind != KIND_CHANGE {
@@ -81,17 +90,12 @@ pub fn superseding(log: &Log, pending: &[Pending<'_>]) -> remix_storage::Result<
     Ok(found)
 }
 
-/// The first offset that can hold a change after `since`: by time, the first segment that ends at
-/// or after it (segments are in append order).
-fn first_offset_after(log: &Log, since: Since) -> u64 {
-    match since {
-        Since::Offset(offset) => offset + 1,
-        Since::Time(time_ms) => {
-            let segments = log.stat().segments;
-            let newer = segments.iter().find(|s| s.records > 0 && s.last_timestamp_ms >= time_ms);
-            newer.map_or(log.durable_offset() + 1, |s| s.base_offset)
-        }
-    }
+/// The first offset that can hold a change appended at or after `time_ms`: the base of the first
+/// segment that ends at or after it (segments are in append order).
+fn first_offset_at(log: &Log, time_ms: u64) -> u64 {
+    let segments = log.stat().segments;
+    let newer = segments.iter().find(|s| s.records > 0 && s.last_timestamp_ms >= time_ms);
+    newer.map_or(log.durable_offset() + 1, |s| s.base_offset)
 }
 
 #[cfg(test)]
