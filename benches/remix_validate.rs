@@ -8,9 +8,9 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use remix::config::InputBinding;
 use remix::mapping::Mapping;
 use remix::models::Model;
-use remix::pipeline::remix_in::{remix_in, Origin};
-use remix::pipeline::RemixOutcome;
 use remix::record::Op;
+use remix::runtime::ingest::remix_in::{remix_in, Origin};
+use remix::runtime::ingest::RemixOutcome;
 use serde_json::json;
 
 fn customer_model() -> Model {

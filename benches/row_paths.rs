@@ -15,12 +15,12 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use remix::config::InputBinding;
 use remix::mapping::Mapping;
 use remix::models::Model;
-use remix::pipeline::remix_in::{remix_in_owned, Origin};
+use remix::postgres::fast::FastPlan;
+use remix::postgres::pgoutput::{Column, Relation, Tuple, TupleValue};
+use remix::postgres::types;
 use remix::record::{self, ChangeBody, Op, KIND_CHANGE};
-use remix::sources::postgres::fast::FastPlan;
-use remix::sources::postgres::pgoutput::{Column, Relation, Tuple, TupleValue};
-use remix::sources::postgres::types;
-use remix::targets::{FieldValue, Fields};
+use remix::runtime::delivery::{FieldValue, Fields};
+use remix::runtime::ingest::remix_in::{remix_in_owned, Origin};
 use serde_json::{json, Value};
 use std::hint::black_box;
 

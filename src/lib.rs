@@ -2,17 +2,25 @@
 //! validated, appended to the log (`remix-storage`) and acknowledged only after the fsync; every
 //! target reads the log from its own cursor. See ARCHITECTURE.md for the data path and invariants.
 
-pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod connector;
 pub mod mapping;
 pub mod models;
-pub mod node;
-pub mod pipeline;
 pub mod record;
-pub mod sources;
-pub mod targets;
+pub mod registry;
+pub mod runtime;
 pub mod time;
+pub mod util;
+
+// Connectors: one folder per system.
+pub mod http;
+pub mod jsonl;
+pub mod postgres;
+pub mod stripe;
+pub mod webhook;
+
+pub use util::error_chain;
 
 /// Installs the process-wide TLS crypto provider (rustls with `ring`) once. Every `reqwest` client is
 /// built after it: without a provider, building a client panics (reqwest's `rustls-no-provider`).
@@ -22,16 +30,4 @@ pub fn install_tls_provider() {
         // Err: a provider is installed already (by an embedding program), which is as good.
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
-}
-
-/// An error and its causes, `: `-separated (tokio-postgres and reqwest put the interesting part in
-/// the causes).
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
 }

@@ -67,7 +67,7 @@ pub struct ChangeBody {
     pub model: String,
     pub op: Op,
     pub key: Value,
-    /// The object's JSON text, not parsed (see [`crate::targets::Fields`]).
+    /// The object's JSON text, not parsed (see [`crate::runtime::delivery::Fields`]).
     #[serde(default)]
     pub data: Option<Box<serde_json::value::RawValue>>,
     #[serde(default)]

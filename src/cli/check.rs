@@ -1,7 +1,6 @@
 //! `remix check`: validate the configuration, schemas and mappings, and print the plan.
 
 use super::{Exit, Out};
-use crate::config::{SourceConfig, TargetConfig};
 use serde_json::json;
 use std::path::Path;
 
@@ -17,19 +16,8 @@ pub fn run(path: &Path, out: &mut Out) -> anyhow::Result<Exit> {
         .sources
         .iter()
         .map(|s| {
-            let inputs: Vec<_> = match s {
-                SourceConfig::Webhook(w) => {
-                    w.routes.iter().map(|(r, b)| json!({"route": r, "model": b.model})).collect()
-                }
-                SourceConfig::Stripe(w) => {
-                    w.objects.iter().map(|(o, b)| json!({"object": o, "model": b.model})).collect()
-                }
-                SourceConfig::Postgres(p) => p
-                    .tables
-                    .iter()
-                    .map(|t| json!({"table": format!("{}.{}", t.schema, t.table), "model": t.binding.model}))
-                    .collect(),
-            };
+            let inputs: Vec<_> =
+                s.spec.inputs().iter().map(|i| json!({i.by: i.name, "model": i.binding.model})).collect();
             json!({"name": s.name(), "kind": s.kind(), "listen": s.listen(), "inputs": inputs})
         })
         .collect();
@@ -38,12 +26,7 @@ pub fn run(path: &Path, out: &mut Out) -> anyhow::Result<Exit> {
         .iter()
         .map(|t| {
             let models: Vec<&str> = t.outputs().into_iter().map(|(m, _)| m).collect();
-            let place = match t {
-                TargetConfig::Jsonl(j) => j.dir.display().to_string(),
-                TargetConfig::Http(h) => h.url.clone(),
-                TargetConfig::Postgres(_) | TargetConfig::Stripe(_) => String::new(),
-            };
-            json!({"name": t.name(), "kind": t.kind(), "models": models, "to": place})
+            json!({"name": t.name(), "kind": t.kind(), "models": models, "to": t.spec.place()})
         })
         .collect();
     let models: Vec<_> = config
@@ -51,7 +34,10 @@ pub fn run(path: &Path, out: &mut Out) -> anyhow::Result<Exit> {
         .iter()
         .map(|(name, m)| json!({"name": name, "key": m.key_fields(), "schema": m.origin().map(|p| p.display().to_string())}))
         .collect();
-    let plan = json!({"ok": true, "data_dir": config.data_dir, "admin": config.admin.listen, "models": models, "sources": sources, "targets": targets});
+    let kinds =
+        json!({"sources": crate::registry::source_kinds(), "targets": crate::registry::target_kinds()});
+    let plan = json!({"ok": true, "data_dir": config.data_dir, "admin": config.admin.listen, "models": models,
+        "sources": sources, "targets": targets, "kinds": kinds});
     if out.json {
         out.json_value(&plan)?;
         return Ok(Exit::Ok);
@@ -61,6 +47,11 @@ pub fn run(path: &Path, out: &mut Out) -> anyhow::Result<Exit> {
         "data dir: {}   admin API: http://{}",
         config.data_dir.display(),
         config.admin.listen
+    ))?;
+    out.line(format_args!(
+        "compiled-in kinds: sources {}; targets {}",
+        crate::registry::source_kinds().join(", "),
+        crate::registry::target_kinds().join(", ")
     ))?;
     for m in &models {
         out.line(format_args!(

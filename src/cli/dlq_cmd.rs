@@ -4,7 +4,7 @@
 use super::client::AdminClient;
 use super::{Exit, Out};
 use crate::config::Config;
-use crate::pipeline::{dlq, Appender, Indexes};
+use crate::runtime::ingest::{dlq, Appender, Indexes};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -74,7 +74,8 @@ async fn through_node(command: &DlqCommand, client: &AdminClient) -> anyhow::Res
 async fn direct(command: &DlqCommand, config: Arc<Config>) -> anyhow::Result<Value> {
     let (log, dlq_log) = {
         let config = Arc::clone(&config);
-        let (main, dlq) = tokio::task::spawn_blocking(move || crate::node::open_logs(&config)).await??;
+        let (main, dlq) =
+            tokio::task::spawn_blocking(move || crate::runtime::node::open_logs(&config)).await??;
         (Arc::new(main), Arc::new(dlq))
     };
     let indexes = {

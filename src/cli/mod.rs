@@ -161,7 +161,7 @@ fn run(cli: &Cli, out: &mut Out) -> anyhow::Result<Exit> {
         Command::Check => check::run(&cli.config, out),
         Command::Run => {
             let config = load_config(&cli.config)?;
-            runtime()?.block_on(crate::node::run(config))?;
+            runtime()?.block_on(crate::runtime::node::run(config))?;
             Ok(Exit::Ok)
         }
         Command::Doctor => {

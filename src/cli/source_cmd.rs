@@ -4,10 +4,10 @@
 
 use super::client::AdminClient;
 use super::{Exit, Out, UsageError};
-use crate::config::{Config, SourceConfig};
-use crate::pipeline::{Appender, Indexes};
-use crate::sources::stripe::{self, StripeHandle};
-use crate::sources::SourceContext;
+use crate::config::Config;
+use crate::connector::SourceStart;
+use crate::runtime::ingest::SourceContext;
+use crate::runtime::ingest::{Appender, Indexes};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -20,16 +20,8 @@ pub enum SourceCommand {
 
 pub async fn run(command: &SourceCommand, config: Arc<Config>, out: &mut Out) -> anyhow::Result<Exit> {
     let SourceCommand::CatchUp { name } = command;
-    match config.source(name) {
-        Some(SourceConfig::Stripe(_)) => {}
-        Some(other) => {
-            return Err(UsageError(format!(
-                "source '{name}' is a {} source; catch-up is for stripe sources",
-                other.kind()
-            ))
-            .into())
-        }
-        None => return Err(UsageError(format!("no source '{name}' in the configuration")).into()),
+    if config.source(name).is_none() {
+        return Err(UsageError(format!("no source '{name}' in the configuration")).into());
     }
     let report = match AdminClient::connect(&config).await {
         Some(client) => client.post(&format!("/sources/{name}/catch-up"), None).await?,
@@ -57,14 +49,21 @@ pub async fn run(command: &SourceCommand, config: Arc<Config>, out: &mut Out) ->
 async fn direct(name: &str, config: Arc<Config>) -> anyhow::Result<Value> {
     let (log, dlq_log) = {
         let config = Arc::clone(&config);
-        let (main, dlq) = tokio::task::spawn_blocking(move || crate::node::open_logs(&config)).await??;
+        let (main, dlq) =
+            tokio::task::spawn_blocking(move || crate::runtime::node::open_logs(&config)).await??;
         (Arc::new(main), Arc::new(dlq))
     };
-    let states: Vec<_> = stripe::states(&config).into_iter().filter(|s| s.name() == name).collect();
+    let source = config.source(name).expect("checked");
+    let built = source.spec.build(name, &config)?;
     let indexes = {
-        let (log, dlq_log, states) = (Arc::clone(&log), Arc::clone(&dlq_log), states.clone());
-        let visited: Vec<String> = states.iter().map(|s| s.name().to_owned()).collect();
-        let mut visit = move |change: &crate::record::Change| stripe::observe(&states, change);
+        let (log, dlq_log) = (Arc::clone(&log), Arc::clone(&dlq_log));
+        let observe = built.observe();
+        let visited: Vec<String> = observe.iter().map(|_| name.to_owned()).collect();
+        let mut visit = move |change: &crate::record::Change| {
+            if let Some(observe) = &observe {
+                observe(change)
+            }
+        };
         Arc::new(
             tokio::task::spawn_blocking(move || {
                 Indexes::rebuild_visiting(&log, &dlq_log, &visited, &mut visit)
@@ -77,16 +76,27 @@ async fn direct(name: &str, config: Arc<Config>) -> anyhow::Result<Value> {
         appender: Appender::new(Arc::clone(&log)),
         dlq: Appender::new(Arc::clone(&dlq_log)),
         indexes,
-        logged: Arc::new(crate::sources::Logged::new(&config)),
+        logged: Arc::new(crate::runtime::ingest::Logged::new(&config)),
     };
-    let state = states.into_iter().next().expect("checked: a stripe source");
-    let handle = StripeHandle::new(state, context)?;
-    let report = handle.catch_up().await;
-    drop(handle);
+    // Started without serving: only its catch-up runs, and the shutdown signal stops the rest.
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let started = built.start(SourceStart { context, shutdown })?;
+    let Some(catch_up) = started.catch_up.clone() else {
+        let _ = stop.send(true);
+        return Err(UsageError(format!(
+            "source '{name}' is a {} source, which has no catch-up (stripe sources do)",
+            source.kind()
+        ))
+        .into());
+    };
+    let report = catch_up().await;
+    let _ = stop.send(true);
+    drop(catch_up);
+    drop(started);
     for log in [log, dlq_log] {
         if let Ok(log) = Arc::try_unwrap(log) {
             tokio::task::spawn_blocking(move || log.close()).await??;
         }
     }
-    Ok(serde_json::to_value(report?)?)
+    report.map_err(|e| anyhow::anyhow!(e))
 }

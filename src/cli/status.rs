@@ -1,7 +1,7 @@
 //! The live status of `remix run`: on a terminal, one line per source and target redrawn in place
 //! (indicatif); otherwise a progress line in the log every `PROGRESS_LINE_SECONDS`.
 
-use crate::node::NodeState;
+use crate::runtime::node::NodeState;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -73,15 +73,15 @@ impl StatusDisplay {
         for source in &state.config.sources {
             let logged = state.logged.get(source.name());
             let rate = self.rate(format!("source {}", source.name()), logged, elapsed_seconds);
-            let postgres = state.sources.iter().find(|h| h.name == source.name());
-            lines.push(match (postgres, source.listen()) {
+            let connected = state.sources.iter().find(|h| h.name == source.name() && h.status.is_some());
+            lines.push(match (connected, source.listen()) {
                 (Some(handle), _) => source_line(handle, rate),
                 (None, listen) => Line {
                     text: format!(
                         "source {} ({}): listening on {}, {rate:.0} records/s, {logged} logged since the start",
                         source.name(),
                         source.kind(),
-                        listen.unwrap_or("-")
+                        listen.as_deref().unwrap_or("-")
                     ),
                     progress: None,
                 },
@@ -133,18 +133,19 @@ impl StatusDisplay {
     }
 }
 
-fn source_line(source: &crate::sources::postgres::source::SourceHandle, rate: f64) -> Line {
-    let s = source.status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+fn source_line(source: &crate::runtime::node::SourceHandle, rate: f64) -> Line {
+    let s = source.status().unwrap_or_default();
     let error = s.last_error.map(|e| format!(" — {e}")).unwrap_or_default();
     if s.state == "snapshot" {
-        let text = format!("source {} (postgres): snapshot of {}{error}", source.name, s.snapshot_table);
+        let text =
+            format!("source {} ({}): snapshot of {}{error}", source.name, source.kind, s.snapshot_table);
         // The estimate is the planner's: the bar must not end before the copy does.
         let length = s.snapshot_rows_estimate.max(s.snapshot_rows).max(1);
         return Line { text, progress: Some((s.snapshot_rows, length)) };
     }
     let text = format!(
-        "source {} (postgres): {}, {rate:.0} records/s, confirmed {}{error}",
-        source.name, s.state, s.confirmed_lsn
+        "source {} ({}): {}, {rate:.0} records/s, confirmed {}{error}",
+        source.name, source.kind, s.state, s.confirmed_position
     );
     Line { text, progress: None }
 }

@@ -4,7 +4,7 @@
 use super::client::AdminClient;
 use super::{Exit, Out, UsageError};
 use crate::config::Config;
-use crate::targets::state::TargetState;
+use crate::runtime::delivery::state::TargetState;
 use serde_json::{json, Value};
 
 #[derive(Debug, clap::Subcommand)]

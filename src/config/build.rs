@@ -1,7 +1,10 @@
 //! Validation of the top level, models and shared value checks.
 
 use super::path::KeyPath;
-use super::raw::{entries, section, Cx, RawAdmin, RawLog, RawModel, RawRetention, RawRoot};
+use super::raw::{
+    entries, section, Cx, RawAdmin, RawFieldsOnly, RawLog, RawModel, RawRetention, RawRoot, RawSourceBinding,
+    Section,
+};
 use super::types::*;
 use super::units::{parse_duration, parse_size};
 use super::{sources, targets};
@@ -15,7 +18,7 @@ use std::time::Duration;
 
 /// What mapping checks need of a model; known even when its schema or key has problems.
 #[derive(Debug)]
-pub(crate) struct ModelInfo {
+pub struct ModelInfo {
     name: String,
     properties: BTreeSet<String>,
     key: Vec<String>,
@@ -25,7 +28,7 @@ pub(crate) struct ModelInfo {
 
 /// The models declared in the file, what is known of them, and those that loaded.
 #[derive(Debug, Default)]
-pub(crate) struct Models {
+pub struct Models {
     declared: BTreeSet<String>,
     info: BTreeMap<String, ModelInfo>,
     loaded: BTreeMap<String, Arc<Model>>,
@@ -44,7 +47,7 @@ impl Models {
     }
 }
 
-pub(crate) fn build(cx: &mut Cx<'_>, doc: &Value, base_dir: &Path) -> Option<Config> {
+pub fn build(cx: &mut Cx<'_>, doc: &Value, base_dir: &Path) -> Option<Config> {
     let root: RawRoot = section(cx, doc, &KeyPath::root())?;
     let p = KeyPath::root();
     let data_dir = nonempty(cx, root.data_dir, &p.key("data_dir")).unwrap_or_else(|| DEFAULT_DATA_DIR.into());
@@ -54,6 +57,7 @@ pub(crate) fn build(cx: &mut Cx<'_>, doc: &Value, base_dir: &Path) -> Option<Con
     let sources = sources::build_all(cx, &models, root.sources.unwrap_or_default(), &p.key("sources"));
     let targets = targets::build_all(cx, &models, root.targets.unwrap_or_default(), &p.key("targets"));
     check_addresses(cx, &admin, &sources);
+    let sources = sources.into_iter().map(|(_, s)| s).collect();
     Some(Config { data_dir: data_dir.into(), admin, log, models: models.loaded, sources, targets })
 }
 
@@ -79,6 +83,9 @@ fn log(cx: &mut Cx<'_>, v: Option<&Value>, p: &KeyPath) -> LogConfig {
     let segment_bytes = raw.segment_bytes.and_then(|v| size(cx, &v, &at)).unwrap_or(DEFAULT_SEGMENT_BYTES);
     if segment_bytes < MIN_SEGMENT_BYTES {
         cx.err(&at, format!("must be at least 64KiB ({MIN_SEGMENT_BYTES} bytes), got {segment_bytes}"));
+    } else if segment_bytes > MAX_SEGMENT_BYTES {
+        let max_mib = MAX_SEGMENT_BYTES >> 20;
+        cx.err(&at, format!("must be at most {max_mib}MiB ({MAX_SEGMENT_BYTES} bytes), got {segment_bytes}"));
     }
     let rp = p.key("retention");
     let ret: RawRetention = raw.retention.and_then(|v| section(cx, &v, &rp)).unwrap_or_default();
@@ -142,7 +149,7 @@ fn valid_model_name(name: &str) -> bool {
 }
 
 /// Source and target names: `[a-z0-9_-]+`, at most 63 bytes, unique within their list.
-pub(crate) fn check_names<'a>(cx: &mut Cx<'_>, names: impl Iterator<Item = (&'a str, KeyPath)>) {
+pub fn check_names<'a>(cx: &mut Cx<'_>, names: impl Iterator<Item = (&'a str, KeyPath)>) {
     let mut seen: BTreeMap<&str, KeyPath> = BTreeMap::new();
     // An empty name was already reported as missing or empty.
     for (name, path) in names.filter(|(name, _)| !name.is_empty()) {
@@ -158,37 +165,32 @@ pub(crate) fn check_names<'a>(cx: &mut Cx<'_>, names: impl Iterator<Item = (&'a 
     }
 }
 
-/// Sources sharing an address share one server: their routes must differ, and the admin API
+/// Sources sharing an address share one server: their paths must differ, and the admin API
 /// needs an address of its own.
-fn check_addresses(cx: &mut Cx<'_>, admin: &AdminConfig, sources: &[SourceConfig]) {
-    let mut routes: BTreeMap<(&str, &str), &str> = BTreeMap::new();
-    for (i, s) in sources.iter().enumerate() {
-        let sp = KeyPath::root().key("sources").idx(i);
-        let Some(listen) = s.listen() else { continue };
+fn check_addresses(cx: &mut Cx<'_>, admin: &AdminConfig, sources: &[(usize, SourceConfig)]) {
+    let mut routes: BTreeMap<(String, String), String> = BTreeMap::new();
+    for (i, s) in sources {
+        let sp = KeyPath::root().key("sources").idx(*i);
+        let Some(served) = s.spec.served() else { continue };
+        let listen = served.listen;
         if listen == admin.listen {
             cx.err(&sp.key("listen"), format!("address {listen} is also the admin API's (admin.listen)"));
         }
-        let paths: Vec<(&str, KeyPath)> = match s {
-            SourceConfig::Webhook(w) => {
-                w.routes.keys().map(|r| (r.as_str(), sp.key("routes").key(r))).collect()
-            }
-            SourceConfig::Stripe(st) => vec![(st.path.as_str(), sp.key("path"))],
-            SourceConfig::Postgres(_) => Vec::new(),
-        };
-        for (route, at) in paths {
-            match routes.get(&(listen, route)) {
+        for (route, keys) in served.paths {
+            let at = keys.iter().fold(sp.clone(), |p, k| p.key(k));
+            match routes.get(&(listen.clone(), route.clone())) {
                 Some(other) => {
                     cx.err(&at, format!("path {route} on {listen} is also served by source '{other}'"))
                 }
                 None => {
-                    routes.insert((listen, route), s.name());
+                    routes.insert((listen.clone(), route), s.name().to_owned());
                 }
             }
         }
     }
 }
 
-pub(crate) fn required<T>(cx: &mut Cx<'_>, v: Option<T>, path: &KeyPath) -> Option<T> {
+pub fn required<T>(cx: &mut Cx<'_>, v: Option<T>, path: &KeyPath) -> Option<T> {
     if v.is_none() {
         cx.err(path, "required key is missing");
     }
@@ -196,7 +198,7 @@ pub(crate) fn required<T>(cx: &mut Cx<'_>, v: Option<T>, path: &KeyPath) -> Opti
 }
 
 /// A string that must not be empty when given.
-pub(crate) fn nonempty(cx: &mut Cx<'_>, v: Option<String>, path: &KeyPath) -> Option<String> {
+pub fn nonempty(cx: &mut Cx<'_>, v: Option<String>, path: &KeyPath) -> Option<String> {
     match v {
         Some(s) if s.trim().is_empty() => {
             cx.err(path, "must not be empty");
@@ -207,12 +209,12 @@ pub(crate) fn nonempty(cx: &mut Cx<'_>, v: Option<String>, path: &KeyPath) -> Op
 }
 
 /// A string that must be present and not empty.
-pub(crate) fn required_str(cx: &mut Cx<'_>, v: Option<String>, path: &KeyPath) -> Option<String> {
+pub fn required_str(cx: &mut Cx<'_>, v: Option<String>, path: &KeyPath) -> Option<String> {
     let v = required(cx, v, path)?;
     nonempty(cx, Some(v), path)
 }
 
-pub(crate) fn size(cx: &mut Cx<'_>, v: &Value, path: &KeyPath) -> Option<u64> {
+pub fn size(cx: &mut Cx<'_>, v: &Value, path: &KeyPath) -> Option<u64> {
     let parsed = match v {
         Value::Number(n) => n.as_u64().ok_or_else(|| format!("invalid size {n} (expected whole bytes)")),
         Value::String(s) => parse_size(s),
@@ -221,12 +223,12 @@ pub(crate) fn size(cx: &mut Cx<'_>, v: &Value, path: &KeyPath) -> Option<u64> {
     parsed.map_err(|m| cx.err(path, m)).ok()
 }
 
-pub(crate) fn duration(cx: &mut Cx<'_>, s: &str, path: &KeyPath) -> Option<Duration> {
+pub fn duration(cx: &mut Cx<'_>, s: &str, path: &KeyPath) -> Option<Duration> {
     parse_duration(s).map_err(|m| cx.err(path, m)).ok()
 }
 
 /// `host:port` (IPv6 hosts in brackets).
-pub(crate) fn check_listen(cx: &mut Cx<'_>, s: &str, path: &KeyPath) -> bool {
+pub fn check_listen(cx: &mut Cx<'_>, s: &str, path: &KeyPath) -> bool {
     let ok = s.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
     if !ok {
         cx.err(path, format!("invalid address '{s}' (expected host:port, e.g. 127.0.0.1:9701)"));
@@ -236,14 +238,14 @@ pub(crate) fn check_listen(cx: &mut Cx<'_>, s: &str, path: &KeyPath) -> bool {
 
 /// Whether `listen` (a `host:port` that [`check_listen`] accepted) is reachable from this host only:
 /// `localhost`, `127.0.0.0/8` or `[::1]`. A host name other than `localhost` counts as reachable.
-pub(crate) fn is_loopback(listen: &str) -> bool {
+pub fn is_loopback(listen: &str) -> bool {
     let Some((host, _port)) = listen.rsplit_once(':') else { return false };
     let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
     host.eq_ignore_ascii_case("localhost")
         || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-pub(crate) fn check_url(cx: &mut Cx<'_>, s: &str, path: &KeyPath) -> bool {
+pub fn check_url(cx: &mut Cx<'_>, s: &str, path: &KeyPath) -> bool {
     let rest = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://"));
     let ok = rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/') && !r.contains(char::is_whitespace));
     if !ok {
@@ -252,39 +254,8 @@ pub(crate) fn check_url(cx: &mut Cx<'_>, s: &str, path: &KeyPath) -> bool {
     ok
 }
 
-pub(crate) fn check_dsn(cx: &mut Cx<'_>, s: &str, path: &KeyPath) {
-    let url = s.starts_with("postgres://") || s.starts_with("postgresql://");
-    if !url && !s.contains('=') {
-        cx.err(path, "invalid connection string (expected postgres://... or key=value pairs)");
-    } else if let Err(e) = crate::sources::postgres::tls::check_dsn(s) {
-        cx.err(path, e.to_string());
-    }
-}
-
-/// `schema.table` or `table` (schema `public`); plain identifiers only.
-pub(crate) fn table_name(cx: &mut Cx<'_>, s: &str, path: &KeyPath) -> Option<(String, String)> {
-    let (schema, table) = s.split_once('.').unwrap_or(("public", s));
-    let ident = |t: &str| !t.is_empty() && !t.contains(['.', '"']) && !t.contains(char::is_whitespace);
-    if ident(schema) && ident(table) {
-        Some((schema.to_owned(), table.to_owned()))
-    } else {
-        cx.err(path, format!("invalid table name '{s}' (expected schema.table)"));
-        None
-    }
-}
-
-/// A Stripe object type: `customer`, `checkout.session`, ...
-pub(crate) fn check_stripe_object(object: &str) -> Result<(), String> {
-    let ok = !object.is_empty() && object.bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'.');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("invalid Stripe object type '{object}' (e.g. customer, invoice, checkout.session)"))
-    }
-}
-
 /// One of `choices` (`None` means the default).
-pub(crate) fn choice<T: Copy>(
+pub fn choice<T: Copy>(
     cx: &mut Cx<'_>,
     v: Option<String>,
     path: &KeyPath,
@@ -300,7 +271,7 @@ pub(crate) fn choice<T: Copy>(
 }
 
 /// Compiles a `fields` mapping, reporting each problem at `<path>.<field>`.
-pub(crate) fn mapping(cx: &mut Cx<'_>, fields: Option<&Value>, path: &KeyPath) -> Option<Mapping> {
+pub fn mapping(cx: &mut Cx<'_>, fields: Option<&Value>, path: &KeyPath) -> Option<Mapping> {
     let json = match fields.map(serde_json::to_value).transpose() {
         Ok(v) => v.unwrap_or(serde_json::Value::Null),
         Err(e) => {
@@ -323,7 +294,7 @@ fn property_list(model: &ModelInfo) -> String {
 }
 
 /// Remix in: every receiving field must be a model property, and the model key must be mapped.
-pub(crate) fn check_input(cx: &mut Cx<'_>, model: &ModelInfo, m: &Mapping, path: &KeyPath) {
+pub fn check_input(cx: &mut Cx<'_>, model: &ModelInfo, m: &Mapping, path: &KeyPath) {
     for field in m.output_fields() {
         if !model.properties.contains(field) {
             let msg = format!(
@@ -360,7 +331,7 @@ pub(crate) fn check_input(cx: &mut Cx<'_>, model: &ModelInfo, m: &Mapping, path:
 }
 
 /// Remix out: every path must start at a model property.
-pub(crate) fn check_output(cx: &mut Cx<'_>, model: &ModelInfo, m: &Mapping, path: &KeyPath) {
+pub fn check_output(cx: &mut Cx<'_>, model: &ModelInfo, m: &Mapping, path: &KeyPath) {
     for (field, from) in m.source_paths() {
         if !model.properties.contains(from.root()) {
             let root = from.root();
@@ -369,4 +340,105 @@ pub(crate) fn check_output(cx: &mut Cx<'_>, model: &ModelInfo, m: &Mapping, path
             cx.err(&path.key(field), msg);
         }
     }
+}
+
+/// An HTTP path a source serves: `/customers`.
+pub fn check_path(path: &str) -> Result<(), String> {
+    let ok = path.starts_with('/') && !path.contains(['?', '#']) && !path.contains(char::is_whitespace);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("invalid route '{path}' (expected a path like /customers)"))
+    }
+}
+
+/// One `{model, fields}` entry of a source's tables, routes or objects.
+pub fn binding(cx: &mut Cx<'_>, models: &Models, v: &Value, p: &KeyPath) -> Option<InputBinding> {
+    let raw: RawSourceBinding = section(cx, v, p)?;
+    let model = required_str(cx, raw.model, &p.key("model"))?;
+    let found = models.get(cx, &model, &p.key("model"));
+    let fp = p.key("fields");
+    let mapping = mapping(cx, raw.fields.as_ref(), &fp)?;
+    if let Some(Some(m)) = found {
+        check_input(cx, m, &mapping, &fp);
+    }
+    found.map(|_| InputBinding { model, mapping })
+}
+
+/// A source's `{key: {model, fields}}` entries, each key checked by `check_key`.
+pub fn bindings(
+    cx: &mut Cx<'_>,
+    models: &Models,
+    map: Option<serde_norway::Mapping>,
+    p: &KeyPath,
+    check_key: &dyn Fn(&str) -> Result<(), String>,
+) -> BTreeMap<String, InputBinding> {
+    let Some(map) = required(cx, map, p) else { return BTreeMap::new() };
+    if map.is_empty() {
+        cx.err(p, "needs at least one entry");
+    }
+    let mut out = BTreeMap::new();
+    for (key, v) in entries(cx, &map, p) {
+        let kp = p.key(&key);
+        if let Err(m) = check_key(&key) {
+            cx.err(&kp, m);
+        }
+        if let Some(b) = binding(cx, models, &v, &kp) {
+            out.insert(key, b);
+        }
+    }
+    out
+}
+
+/// Builds one entry of a target's `models` from (model name, what is known of it, raw entry, path).
+pub type EachOutput<'f, T, O> = &'f dyn Fn(&mut Cx<'_>, &str, Option<&ModelInfo>, T, &KeyPath) -> Option<O>;
+
+/// Reads a target's `models`: each key must be a model; `each` builds the entry.
+pub fn outputs<T: Section, O>(
+    cx: &mut Cx<'_>,
+    models: &Models,
+    map: Option<serde_norway::Mapping>,
+    p: &KeyPath,
+    each: EachOutput<'_, T, O>,
+) -> BTreeMap<String, O> {
+    let Some(map) = required(cx, map, p) else { return BTreeMap::new() };
+    if map.is_empty() {
+        cx.err(p, "a target needs at least one model");
+    }
+    let mut out = BTreeMap::new();
+    for (name, v) in entries(cx, &map, p) {
+        let mp = p.key(&name);
+        let Some(found) = models.get(cx, &name, &mp) else { continue };
+        let Some(raw) = section::<T>(cx, &v, &mp) else { continue };
+        if let Some(o) = each(cx, &name, found, raw, &mp) {
+            out.insert(name, o);
+        }
+    }
+    out
+}
+
+/// A target model entry's `fields`: compiled, and checked against the model.
+pub fn out_mapping(
+    cx: &mut Cx<'_>,
+    model: Option<&ModelInfo>,
+    fields: Option<&Value>,
+    p: &KeyPath,
+) -> Option<Mapping> {
+    let fp = p.key("fields");
+    let mapping = mapping(cx, fields, &fp)?;
+    if let Some(m) = model {
+        check_output(cx, m, &mapping, &fp);
+    }
+    Some(mapping)
+}
+
+/// A target model entry that is only `fields` (jsonl, http, ...).
+pub fn fields_only(
+    cx: &mut Cx<'_>,
+    _: &str,
+    m: Option<&ModelInfo>,
+    raw: RawFieldsOnly,
+    p: &KeyPath,
+) -> Option<OutputBinding> {
+    out_mapping(cx, m, raw.fields.as_ref(), p).map(|mapping| OutputBinding { mapping })
 }

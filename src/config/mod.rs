@@ -10,6 +10,8 @@ mod build;
 mod interpolate;
 mod path;
 mod raw;
+pub mod schema;
+pub mod section;
 mod sources;
 mod targets;
 mod types;
@@ -19,6 +21,9 @@ mod units;
 mod schema_sync;
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+pub(crate) use raw::assert_keys_match as raw_assert_keys_match;
 
 pub use types::*;
 pub use units::{parse_duration, parse_size};

@@ -4,14 +4,14 @@
 use std::fmt;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Seg {
+pub enum Seg {
     Key(String),
     Index(usize),
 }
 
 /// A path into the config document.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct KeyPath(Vec<Seg>);
+pub struct KeyPath(Vec<Seg>);
 
 impl KeyPath {
     pub fn root() -> KeyPath {
@@ -64,7 +64,7 @@ struct Hit {
 
 /// The 1-based line of the deepest segment of `path` found in `text`, following block structure
 /// (flow collections on one line are searched too). `None` when not even the first key is found.
-pub(crate) fn locate(text: &str, path: &KeyPath) -> Option<usize> {
+pub fn locate(text: &str, path: &KeyPath) -> Option<usize> {
     let lines: Vec<&str> = text.lines().collect();
     let mut region = Region { line: 0, col: 0, end: lines.len() };
     let mut found = None;

@@ -2,7 +2,7 @@
 //! and checks the shipped configs against it.
 
 use super::raw::*;
-use super::{sources, targets, SourceConfig, TargetConfig};
+use super::{sources, targets};
 use crate::mapping::Cast;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -18,30 +18,31 @@ fn schema() -> Value {
 }
 
 /// Every section of the loader, as (`$defs` entry, accepted keys); "" is the top level.
-fn sections() -> Vec<(&'static str, Vec<&'static str>)> {
-    vec![
-        ("", RawRoot::KEYS.to_vec()),
-        ("admin", RawAdmin::KEYS.to_vec()),
-        ("log", RawLog::KEYS.to_vec()),
-        ("retention", RawRetention::KEYS.to_vec()),
-        ("model", RawModel::KEYS.to_vec()),
-        ("source_binding", RawSourceBinding::KEYS.to_vec()),
-        ("postgres_source", sources::keys_of::<RawPgSource>()),
-        ("webhook_source", sources::keys_of::<RawWebhookSource>()),
-        ("webhook_auth", RawWebhookAuth::KEYS.to_vec()),
-        ("stripe_source", sources::keys_of::<RawStripeSource>()),
-        ("rate_limit", RawRateLimit::KEYS.to_vec()),
-        ("batch", RawBatch::KEYS.to_vec()),
-        ("target_model", RawFieldsOnly::KEYS.to_vec()),
-        ("jsonl_target", targets::keys_of::<RawJsonlTarget>()),
-        ("http_target", targets::keys_of::<RawHttpTarget>()),
-        ("postgres_target_model", RawPgTargetModel::KEYS.to_vec()),
-        ("postgres_target", targets::keys_of::<RawPgTarget>()),
-        ("stripe_target_model", RawStripeTargetModel::KEYS.to_vec()),
-        ("stripe_target", targets::keys_of::<RawStripeTarget>()),
-        ("field_from", vec!["from", "type", "default"]),
-        ("field_const", vec!["const"]),
-    ]
+fn sections() -> Vec<(String, Vec<&'static str>)> {
+    let mut out: Vec<(String, Vec<&'static str>)> = vec![
+        ("".into(), RawRoot::KEYS.to_vec()),
+        ("admin".into(), RawAdmin::KEYS.to_vec()),
+        ("log".into(), RawLog::KEYS.to_vec()),
+        ("retention".into(), RawRetention::KEYS.to_vec()),
+        ("model".into(), RawModel::KEYS.to_vec()),
+        ("source_binding".into(), RawSourceBinding::KEYS.to_vec()),
+        ("rate_limit".into(), RawRateLimit::KEYS.to_vec()),
+        ("batch".into(), RawBatch::KEYS.to_vec()),
+        ("target_model".into(), RawFieldsOnly::KEYS.to_vec()),
+        ("field_from".into(), vec!["from", "type", "default"]),
+        ("field_const".into(), vec!["const"]),
+        // Sub-sections the kinds read themselves.
+        ("webhook_auth".into(), crate::webhook::config::RawWebhookAuth::KEYS.to_vec()),
+        ("postgres_target_model".into(), crate::postgres::config::RawPgTargetModel::KEYS.to_vec()),
+        ("stripe_target_model".into(), crate::stripe::config::RawStripeTargetModel::KEYS.to_vec()),
+    ];
+    for kind in crate::registry::SOURCES {
+        out.push((format!("{}_source", kind.kind), sources::keys_of(kind.keys)));
+    }
+    for kind in crate::registry::TARGETS {
+        out.push((format!("{}_target", kind.kind), targets::keys_of(kind.keys)));
+    }
+    out
 }
 
 fn keys(v: &Value) -> BTreeSet<String> {
@@ -57,12 +58,13 @@ fn schema_properties_match_loader_keys() {
     let schema = schema();
     let defs = schema["$defs"].as_object().unwrap();
     for (def, want) in sections() {
-        let node = if def.is_empty() { &schema } else { &defs[def] };
+        let node = if def.is_empty() { &schema } else { &defs[&def] };
         let want: BTreeSet<String> = want.iter().map(|s| s.to_string()).collect();
         assert_eq!(keys(node), want, "$defs/{def} properties differ from the loader's keys");
         assert_eq!(node["additionalProperties"], Value::Bool(false), "$defs/{def} must refuse unknown keys");
     }
-    let covered: BTreeSet<&str> = sections().iter().map(|(d, _)| *d).collect();
+    let sections = sections();
+    let covered: BTreeSet<&str> = sections.iter().map(|(d, _)| d.as_str()).collect();
     for (name, def) in defs {
         if def.get("properties").is_some() && !["source", "target"].contains(&name.as_str()) {
             assert!(covered.contains(name.as_str()), "$defs/{name} is not checked against the loader");
@@ -79,12 +81,13 @@ fn schema_properties_match_loader_keys() {
 fn schema_kinds_and_enums_match() {
     let schema = schema();
     let defs = &schema["$defs"];
-    assert_eq!(strings(&defs["source"]["properties"]["kind"]["enum"]), SourceConfig::KINDS);
-    assert_eq!(strings(&defs["target"]["properties"]["kind"]["enum"]), TargetConfig::KINDS);
+    assert_eq!(strings(&defs["source"]["properties"]["kind"]["enum"]), crate::registry::source_kinds());
+    assert_eq!(strings(&defs["target"]["properties"]["kind"]["enum"]), crate::registry::target_kinds());
     assert_eq!(strings(&defs["field_from"]["properties"]["type"]["enum"]), Cast::NAMES);
-    for (list, kinds, suffix) in
-        [("source", &SourceConfig::KINDS[..], "source"), ("target", &TargetConfig::KINDS[..], "target")]
-    {
+    for (list, kinds, suffix) in [
+        ("source", crate::registry::source_kinds(), "source"),
+        ("target", crate::registry::target_kinds(), "target"),
+    ] {
         let branches = defs[list]["allOf"].as_array().unwrap();
         let refs: Vec<&str> = branches.iter().filter_map(|b| b["then"]["$ref"].as_str()).collect();
         let want: Vec<String> = kinds.iter().map(|k| format!("#/$defs/{k}_{suffix}")).collect();

@@ -96,29 +96,32 @@ fn full_config_is_typed() {
     assert_eq!(c.log.retention.max_bytes, Some(50 << 30));
     assert_eq!(c.models["order"].key_fields(), ["id"]);
     assert_eq!(c.sources.iter().map(|s| s.kind()).collect::<Vec<_>>(), ["postgres", "webhook", "stripe"]);
-    let SourceConfig::Postgres(pg) = &c.sources[0] else { panic!() };
-    assert_eq!((pg.slot.as_str(), pg.snapshot), ("remix_shop", SnapshotMode::Initial));
+    let Some(pg) = &c.sources[0].downcast::<crate::postgres::config::PostgresSource>() else { panic!() };
+    assert_eq!(
+        (pg.slot.as_str(), pg.snapshot),
+        ("remix_shop", crate::postgres::config::SnapshotMode::Initial)
+    );
     let tables: Vec<(&str, &str)> = pg.tables.iter().map(|t| (t.schema.as_str(), t.table.as_str())).collect();
     assert_eq!(tables, [("public", "customers"), ("public", "orders")]);
-    let SourceConfig::Webhook(w) = &c.sources[1] else { panic!() };
-    assert_eq!((w.auth.clone(), w.body_bytes_max), (WebhookAuth::None, 10 << 20));
+    let Some(w) = &c.sources[1].downcast::<crate::webhook::config::WebhookSource>() else { panic!() };
+    assert_eq!((w.auth.clone(), w.body_bytes_max), (crate::webhook::config::WebhookAuth::None, 10 << 20));
     assert_eq!(w.routes["/customers"].model, "customer");
-    let SourceConfig::Stripe(s) = &c.sources[2] else { panic!() };
+    let Some(s) = &c.sources[2].downcast::<crate::stripe::config::StripeSource>() else { panic!() };
     assert_eq!((s.api_base.as_str(), s.tolerance), ("https://api.stripe.com", Duration::from_secs(300)));
     let names: Vec<&str> = c.targets.iter().map(|t| t.name()).collect();
     assert_eq!(names, ["warehouse", "dataset", "crm", "stripe-out"]);
-    let TargetConfig::Postgres(wh) = &c.targets[0] else { panic!() };
+    let Some(wh) = &c.targets[0].downcast::<crate::postgres::config::PostgresTarget>() else { panic!() };
     assert_eq!(wh.common.rate_limit, Some(RateLimit { records_per_second: 50_000, burst: 50_000 }));
     assert_eq!(
         (wh.models["order"].schema.as_str(), wh.models["order"].table.as_str()),
         ("analytics", "orders")
     );
     assert!(wh.create_tables);
-    let TargetConfig::Jsonl(ds) = &c.targets[1] else { panic!() };
+    let Some(ds) = &c.targets[1].downcast::<crate::jsonl::config::JsonlTarget>() else { panic!() };
     assert!(ds.models["customer"].mapping.is_identity());
     assert_eq!(ds.common.batch, BatchConfig { records_max: 500, linger: Duration::from_millis(50) });
     assert_eq!((ds.common.on_error, ds.common.truncate), (OnError::Pause, TruncatePolicy::Apply));
-    let TargetConfig::Http(crm) = &c.targets[2] else { panic!() };
+    let Some(crm) = &c.targets[2].downcast::<crate::http::config::HttpTarget>() else { panic!() };
     assert_eq!((crm.timeout, crm.common.on_error), (Duration::from_secs(30), OnError::DeadLetter));
     assert_eq!(crm.common.truncate, TruncatePolicy::Ignore);
     assert_eq!(c.target("stripe-out").map(|t| t.outputs().len()), Some(1));
@@ -131,13 +134,16 @@ fn defaults() {
     assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
     assert_eq!(c.admin.listen, DEFAULT_ADMIN_LISTEN);
     assert_eq!(c.log, LogConfig { segment_bytes: 128 << 20, retention: RetentionConfig::default() });
-    let SourceConfig::Postgres(pg) = &c.sources[0] else { panic!() };
+    let Some(pg) = &c.sources[0].downcast::<crate::postgres::config::PostgresSource>() else { panic!() };
     assert_eq!(
         (pg.slot.as_str(), pg.publication.as_str(), pg.snapshot),
-        ("remix_pg", "remix_pg", SnapshotMode::Initial)
+        ("remix_pg", "remix_pg", crate::postgres::config::SnapshotMode::Initial)
     );
-    let SourceConfig::Webhook(w) = &c.sources[1] else { panic!() };
-    assert_eq!(w.auth, WebhookAuth::Hmac { secret: "k".into(), header: "X-Remix-Signature".into() });
+    let Some(w) = &c.sources[1].downcast::<crate::webhook::config::WebhookSource>() else { panic!() };
+    assert_eq!(
+        w.auth,
+        crate::webhook::config::WebhookAuth::Hmac { secret: "k".into(), header: "X-Remix-Signature".into() }
+    );
     assert!(load_text("").is_ok());
 }
 
@@ -153,8 +159,8 @@ fn shipped_configs_parse() {
     }
     let c = load_str(DEFAULT_CONFIG, &dir, &|_| None).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.admin.listen, "127.0.0.1:9700");
-    assert_eq!(c.sources[0].listen(), Some("127.0.0.1:9701"));
-    let TargetConfig::Jsonl(t) = &c.targets[0] else { panic!() };
+    assert_eq!(c.sources[0].listen().as_deref(), Some("127.0.0.1:9701"));
+    let Some(t) = &c.targets[0].downcast::<crate::jsonl::config::JsonlTarget>() else { panic!() };
     assert_eq!(t.dir, PathBuf::from("./datasets"));
     let http = std::fs::read_to_string(dir.join("examples/webhook-to-http.yaml")).unwrap();
     let errs = load_str(&http, &dir.join("examples"), &|_| None).unwrap_err();

@@ -1,5 +1,6 @@
 //! The validated, typed configuration.
 
+use crate::connector::{SourceSpec, TargetSpec};
 use crate::mapping::Mapping;
 use crate::models::Model;
 use std::collections::BTreeMap;
@@ -10,13 +11,9 @@ use std::time::Duration;
 pub const DEFAULT_DATA_DIR: &str = "./remix-data";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9700";
 pub const DEFAULT_SEGMENT_BYTES: u64 = 128 << 20;
-pub const MIN_SEGMENT_BYTES: u64 = 64 << 10;
-pub const DEFAULT_BODY_BYTES_MAX: u64 = 10 << 20;
-pub const DEFAULT_HMAC_HEADER: &str = "X-Remix-Signature";
-pub const DEFAULT_STRIPE_API_BASE: &str = "https://api.stripe.com";
-pub const DEFAULT_STRIPE_PATH: &str = "/stripe";
-pub const DEFAULT_STRIPE_TOLERANCE: Duration = Duration::from_secs(300);
-pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The smallest and largest `log.segment_bytes` the log's format allows.
+pub const MIN_SEGMENT_BYTES: u64 = remix_storage::format::SEGMENT_BYTES_MIN;
+pub const MAX_SEGMENT_BYTES: u64 = remix_storage::format::SEGMENT_BYTES_MAX;
 pub const DEFAULT_BATCH_RECORDS_MAX: usize = 500;
 pub const DEFAULT_BATCH_LINGER: Duration = Duration::from_millis(50);
 
@@ -75,107 +72,37 @@ pub struct InputBinding {
     pub mapping: Mapping,
 }
 
+/// One entry of `sources`: its name and kind, and what its kind read from the rest of the section.
 #[derive(Debug, Clone)]
-pub enum SourceConfig {
-    Postgres(PostgresSource),
-    Webhook(WebhookSource),
-    Stripe(StripeSource),
+pub struct SourceConfig {
+    pub name: String,
+    pub kind: &'static str,
+    pub spec: Arc<dyn SourceSpec>,
 }
 
 impl SourceConfig {
-    pub const KINDS: [&'static str; 3] = ["postgres", "webhook", "stripe"];
-
     pub fn name(&self) -> &str {
-        match self {
-            SourceConfig::Postgres(s) => &s.name,
-            SourceConfig::Webhook(s) => &s.name,
-            SourceConfig::Stripe(s) => &s.name,
-        }
+        &self.name
     }
 
     pub fn kind(&self) -> &'static str {
-        match self {
-            SourceConfig::Postgres(_) => "postgres",
-            SourceConfig::Webhook(_) => "webhook",
-            SourceConfig::Stripe(_) => "stripe",
-        }
+        self.kind
     }
 
     /// The HTTP listen address, for the sources that run a server.
-    pub fn listen(&self) -> Option<&str> {
-        match self {
-            SourceConfig::Postgres(_) => None,
-            SourceConfig::Webhook(s) => Some(&s.listen),
-            SourceConfig::Stripe(s) => Some(&s.listen),
-        }
+    pub fn listen(&self) -> Option<String> {
+        self.spec.served().map(|s| s.listen)
     }
 
     /// Every input binding of the source, whatever it is keyed by.
     pub fn bindings(&self) -> Vec<&InputBinding> {
-        match self {
-            SourceConfig::Postgres(s) => s.tables.iter().map(|t| &t.binding).collect(),
-            SourceConfig::Webhook(s) => s.routes.values().collect(),
-            SourceConfig::Stripe(s) => s.objects.values().collect(),
-        }
+        self.spec.inputs().into_iter().map(|i| i.binding).collect()
     }
-}
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SnapshotMode {
-    Initial,
-    Never,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct PostgresSource {
-    pub name: String,
-    pub dsn: String,
-    /// Replication slot; defaults to `remix_<name>` (dashes become underscores).
-    pub slot: String,
-    /// Publication; defaults to the slot name.
-    pub publication: String,
-    pub snapshot: SnapshotMode,
-    pub tables: Vec<TableBinding>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct TableBinding {
-    /// PostgreSQL schema (`public` when the key names no schema).
-    pub schema: String,
-    pub table: String,
-    pub binding: InputBinding,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WebhookAuth {
-    None,
-    Bearer { token: String },
-    Hmac { secret: String, header: String },
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct WebhookSource {
-    pub name: String,
-    pub listen: String,
-    pub auth: WebhookAuth,
-    pub body_bytes_max: u64,
-    pub idempotency_field: Option<String>,
-    pub delete_field: Option<String>,
-    /// Route path (`/customers`) -> binding.
-    pub routes: BTreeMap<String, InputBinding>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct StripeSource {
-    pub name: String,
-    pub listen: String,
-    pub path: String,
-    pub signing_secret: String,
-    pub api_key: Option<String>,
-    pub api_base: String,
-    pub tolerance: Duration,
-    /// Stripe object type (`customer`, `invoice`, `checkout.session`) -> binding.
-    pub objects: BTreeMap<String, InputBinding>,
+    /// The kind's own configuration, when it is a `T`.
+    pub fn downcast<T: SourceSpec>(&self) -> Option<&T> {
+        self.spec.as_any().downcast_ref::<T>()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,96 +146,34 @@ pub struct OutputBinding {
     pub mapping: Mapping,
 }
 
+/// One entry of `targets`: the keys every target has, and what its kind read from the rest.
 #[derive(Debug, Clone)]
-pub enum TargetConfig {
-    Jsonl(JsonlTarget),
-    Http(HttpTarget),
-    Postgres(PostgresTarget),
-    Stripe(StripeTarget),
+pub struct TargetConfig {
+    pub common: TargetCommon,
+    pub kind: &'static str,
+    pub spec: Arc<dyn TargetSpec>,
 }
 
 impl TargetConfig {
-    pub const KINDS: [&'static str; 4] = ["jsonl", "http", "postgres", "stripe"];
-
     pub fn common(&self) -> &TargetCommon {
-        match self {
-            TargetConfig::Jsonl(t) => &t.common,
-            TargetConfig::Http(t) => &t.common,
-            TargetConfig::Postgres(t) => &t.common,
-            TargetConfig::Stripe(t) => &t.common,
-        }
+        &self.common
     }
 
     pub fn name(&self) -> &str {
-        &self.common().name
+        &self.common.name
     }
 
     pub fn kind(&self) -> &'static str {
-        match self {
-            TargetConfig::Jsonl(_) => "jsonl",
-            TargetConfig::Http(_) => "http",
-            TargetConfig::Postgres(_) => "postgres",
-            TargetConfig::Stripe(_) => "stripe",
-        }
+        self.kind
     }
 
     /// The models this target receives, with their output mappings.
     pub fn outputs(&self) -> Vec<(&str, &Mapping)> {
-        match self {
-            TargetConfig::Jsonl(t) => t.models.iter().map(|(m, b)| (m.as_str(), &b.mapping)).collect(),
-            TargetConfig::Http(t) => t.models.iter().map(|(m, b)| (m.as_str(), &b.mapping)).collect(),
-            TargetConfig::Postgres(t) => t.models.iter().map(|(m, b)| (m.as_str(), &b.mapping)).collect(),
-            TargetConfig::Stripe(t) => t.models.iter().map(|(m, b)| (m.as_str(), &b.mapping)).collect(),
-        }
+        self.spec.outputs()
     }
-}
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct JsonlTarget {
-    pub common: TargetCommon,
-    pub dir: PathBuf,
-    pub models: BTreeMap<String, OutputBinding>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct HttpTarget {
-    pub common: TargetCommon,
-    pub url: String,
-    pub headers: BTreeMap<String, String>,
-    pub timeout: Duration,
-    pub models: BTreeMap<String, OutputBinding>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct PostgresTarget {
-    pub common: TargetCommon,
-    pub dsn: String,
-    pub create_tables: bool,
-    pub models: BTreeMap<String, TableOutput>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct TableOutput {
-    /// PostgreSQL schema (`public` by default).
-    pub schema: String,
-    /// Table name (the model name by default).
-    pub table: String,
-    pub mapping: Mapping,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct StripeTarget {
-    pub common: TargetCommon,
-    pub api_key: String,
-    pub api_base: String,
-    pub models: BTreeMap<String, StripeOutput>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct StripeOutput {
-    /// Stripe object type (`customer`).
-    pub object: String,
-    /// The Stripe-side field holding the model key (default `id`).
-    pub key_field: String,
-    pub mapping: Mapping,
+    /// The kind's own configuration, when it is a `T`.
+    pub fn downcast<T: TargetSpec>(&self) -> Option<&T> {
+        self.spec.as_any().downcast_ref::<T>()
+    }
 }

@@ -21,8 +21,8 @@
 
 use crate::pg_source::{dataset_state, insert_rows, pg_node, shop_server, source_state};
 use crate::support::*;
-use remix::sources::postgres::conn::{format_lsn, parse_lsn};
-use remix::sources::postgres::pgoutput::{self, Message};
+use remix::postgres::conn::{format_lsn, parse_lsn};
+use remix::postgres::pgoutput::{self, Message};
 use remix_pgtest::{psql_conninfo, PgServer};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashSet};

@@ -4,7 +4,7 @@
 //! both our replication client and tokio-postgres; `remix check` names bad TLS settings.
 
 use crate::support::*;
-use remix::sources::postgres::{conn, tls};
+use remix::postgres::{conn, tls};
 use remix_pgtest::{PgOptions, PgServer, TestCerts};
 use serde_json::Value;
 

@@ -1,0 +1,570 @@
+//! The `http` target: POSTs batches of changes as JSON to an arbitrary API.
+//!
+//! One request per batch:
+//! `{"target": "<name>", "first_offset": N, "last_offset": M, "records": [{"offset", "time", "model",
+//! "op", "key", "data" (upserts), "unchanged" (partial upserts)}]}`, with `Content-Type:
+//! application/json`, the configured headers and `Idempotency-Key: <target>:<N>-<M>`, where `N..=M`
+//! is the range of log offsets the request covers. A 2xx means done. 408, 409 (a request with the same
+//! key still in progress), 425, 429, 5xx, timeouts and connection errors are transient (retried by the
+//! worker with backoff; a `Retry-After` is quoted in the error); any other status (including a
+//! redirect, which is never followed) is permanent and handled by `on_error`. `http://` and
+//! `https://` (rustls with the platform's trust roots).
+//!
+//! Exactly once per idempotency key, across crashes: after a restart the worker re-delivers from its
+//! cursor and may cut batches differently, which would put records already sent under a new key. So
+//! before each request the target durably records it, range and exact body, in
+//! `<data_dir>/targets/<name>.inflight` (`{"first_offset":N,"last_offset":M,"body":"..."}`), and keeps
+//! it after the 2xx. Everything before `N` was confirmed (or dead-lettered) before that request was
+//! made, since the worker applies batches one at a time in log order. On `open(cursor)`, a recorded
+//! request with `M > cursor` may have reached the API without the cursor following: the first `apply`
+//! sends it again, byte for byte under the same key, and from then on skips items at offsets up to
+//! `M` (they were in it); the rest of that batch goes out as a second request with its own range and
+//! key (`<target>:<M+1>-<last>`), recorded first like any other. If the API refuses the old request
+//! with a permanent error, it did not apply it, and the batch is sent as usual. A `rewind` deletes the
+//! file and forgets the skip: a rewind intentionally delivers again.
+
+use crate::error_chain;
+use crate::record::Op;
+use crate::runtime::delivery::{blocking_io, Batch, Item, Target, TargetError};
+use crate::util::write_durably;
+use anyhow::Context;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// How much of a response body an error quotes.
+const EXCERPT_CHARS: usize = 200;
+
+/// POSTs batches; see the module docs.
+#[derive(Debug)]
+pub struct HttpTarget {
+    name: String,
+    url: reqwest::Url,
+    /// The configured headers (values marked sensitive, so `Debug` does not print them).
+    headers: HeaderMap,
+    timeout: Duration,
+    client: reqwest::Client,
+    inflight_path: PathBuf,
+    /// A request that may have reached the API before the node stopped: sent again first.
+    resend: Option<Inflight>,
+    /// Items at or before this offset were in a request confirmed since `open` (the resent one).
+    sent_through: u64,
+}
+
+/// A request as recorded before it is sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Inflight {
+    first_offset: u64,
+    last_offset: u64,
+    /// The exact request body.
+    body: String,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    target: &'a str,
+    first_offset: u64,
+    last_offset: u64,
+    records: Vec<OutRecord<'a>>,
+}
+
+#[derive(Serialize)]
+struct OutRecord<'a> {
+    offset: u64,
+    time: String,
+    model: &'a str,
+    op: Op,
+    key: &'a Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a crate::runtime::delivery::Fields>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    unchanged: &'a [String],
+}
+
+impl HttpTarget {
+    pub fn new(config: &crate::http::config::HttpTarget, data_dir: &Path) -> anyhow::Result<HttpTarget> {
+        let name = &config.common.name;
+        let url = reqwest::Url::parse(&config.url).with_context(|| format!("target '{name}': url"))?;
+        match url.scheme() {
+            "http" | "https" => {}
+            other => anyhow::bail!("target '{name}': url scheme '{other}' is not http or https"),
+        }
+        crate::install_tls_provider();
+        let client = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .with_context(|| format!("target '{name}': HTTP client"))?;
+        Ok(HttpTarget {
+            name: name.clone(),
+            url,
+            headers: header_map(name, &config.headers)?,
+            timeout: config.timeout,
+            client,
+            inflight_path: data_dir.join("targets").join(format!("{name}.inflight")),
+            resend: None,
+            sent_through: 0,
+        })
+    }
+
+    /// The request for `items`, covering the offsets `first..=last`.
+    fn request(&self, first: u64, last: u64, items: &[&Item]) -> Result<Inflight, TargetError> {
+        let records = items
+            .iter()
+            .map(|item| OutRecord {
+                offset: item.offset,
+                time: crate::time::format_ms(item.timestamp_ms),
+                model: &item.model,
+                op: item.op,
+                key: &item.key,
+                data: item.data.as_ref(),
+                unchanged: &item.unchanged,
+            })
+            .collect();
+        let body = Body { target: &self.name, first_offset: first, last_offset: last, records };
+        let body = serde_json::to_string(&body)
+            .map_err(|e| TargetError::Permanent { item: None, message: format!("cannot serialize: {e}") })?;
+        Ok(Inflight { first_offset: first, last_offset: last, body })
+    }
+
+    /// Durably records `request` as in flight.
+    async fn record(&self, request: &Inflight) -> Result<(), TargetError> {
+        let path = self.inflight_path.clone();
+        let bytes = serde_json::to_vec(request).map_err(|e| TargetError::Transient(e.to_string()))?;
+        blocking_io("http", move || {
+            std::fs::create_dir_all(path.parent().expect("in a directory"))?;
+            write_durably(&path, &bytes).map_err(io::Error::other)
+        })
+        .await
+    }
+
+    /// Sends `request` under its idempotency key.
+    async fn post(&self, request: &Inflight) -> Result<(), TargetError> {
+        let key = format!("{}:{}-{}", self.name, request.first_offset, request.last_offset);
+        let mut headers = self.headers.clone();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let value = HeaderValue::from_str(&key).map_err(|e| TargetError::Permanent {
+            item: None,
+            message: format!("idempotency key '{key}' is not a valid header value: {e}"),
+        })?;
+        headers.insert(IDEMPOTENCY_KEY, value);
+        let sent =
+            self.client.post(self.url.clone()).headers(headers).body(request.body.clone()).send().await;
+        match sent {
+            Ok(response) => outcome(response).await,
+            Err(e) if e.is_timeout() => {
+                Err(TargetError::Transient(format!("POST {} timed out after {:?}", self.url, self.timeout)))
+            }
+            Err(e) => Err(TargetError::Transient(format!("POST {}: {}", self.url, error_chain(&e)))),
+        }
+    }
+
+    /// Sends the request left in flight by the previous run, if any.
+    async fn resend(&mut self) -> Result<(), TargetError> {
+        let Some(request) = self.resend.clone() else { return Ok(()) };
+        match self.post(&request).await {
+            Ok(()) => self.sent_through = request.last_offset,
+            Err(TargetError::Permanent { message, .. }) => {
+                let name = &self.name;
+                tracing::warn!(target = %name, "the API refused the request left in flight: {message}");
+            }
+            Err(error) => return Err(error),
+        }
+        self.resend = None;
+        Ok(())
+    }
+}
+
+impl Target for HttpTarget {
+    const COLLAPSE: bool = false;
+
+    async fn open(&mut self, cursor: u64) -> Result<u64, TargetError> {
+        let path = self.inflight_path.clone();
+        let recorded = blocking_io("http", move || read_inflight(&path)).await?;
+        self.resend = recorded.filter(|request| request.last_offset > cursor);
+        self.sent_through = 0;
+        Ok(cursor)
+    }
+
+    async fn apply(&mut self, batch: &Batch) -> Result<(), TargetError> {
+        self.resend().await?;
+        let first = batch.first_offset.max(self.sent_through.saturating_add(1));
+        let items: Vec<&Item> = batch.items.iter().filter(|item| item.offset >= first).collect();
+        if items.is_empty() {
+            return Ok(());
+        }
+        let request = self.request(first, batch.last_offset, &items)?;
+        self.record(&request).await?;
+        self.post(&request).await
+    }
+
+    async fn rewind(&mut self, offset: u64) -> Result<u64, TargetError> {
+        let path = self.inflight_path.clone();
+        blocking_io("http", move || match std::fs::remove_file(&path) {
+            Ok(()) => std::fs::File::open(path.parent().expect("in a directory"))?.sync_all(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        })
+        .await?;
+        self.resend = None;
+        self.sent_through = 0;
+        Ok(offset)
+    }
+}
+
+/// The configured headers, checked, with their values marked sensitive.
+fn header_map(
+    target: &str,
+    headers: &std::collections::BTreeMap<String, String>,
+) -> anyhow::Result<HeaderMap> {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        let header = HeaderName::from_bytes(name.as_bytes())
+            .with_context(|| format!("target '{target}': header name '{name}'"))?;
+        anyhow::ensure!(
+            header != IDEMPOTENCY_KEY,
+            "target '{target}': the Idempotency-Key header is set by Remix"
+        );
+        let mut value = HeaderValue::from_str(value)
+            .with_context(|| format!("target '{target}': value of header '{name}'"))?;
+        value.set_sensitive(true);
+        map.append(header, value);
+    }
+    Ok(map)
+}
+
+/// What a response means for the batch.
+async fn outcome(response: reqwest::Response) -> Result<(), TargetError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let retry_after = response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let text = response.text().await.unwrap_or_default();
+    let mut message = format!("HTTP {}: {}", status.as_u16(), crate::util::excerpt(&text, EXCERPT_CHARS));
+    let transient = matches!(status.as_u16(), 408 | 409 | 425 | 429) || status.is_server_error();
+    if !transient {
+        return Err(TargetError::Permanent { item: None, message });
+    }
+    if let Some(after) = retry_after {
+        message.push_str(&format!(" (Retry-After: {after})"));
+    }
+    Err(TargetError::Transient(message))
+}
+
+fn read_inflight(path: &Path) -> io::Result<Option<Inflight>> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{BatchConfig, OnError, TargetCommon, TruncatePolicy};
+    use axum::extract::State;
+    use axum::http::StatusCode;
+    use serde_json::json;
+    use std::collections::{BTreeMap, VecDeque};
+    use std::sync::{Arc, Mutex};
+
+    /// A request the test server received.
+    #[derive(Debug, Clone)]
+    struct Received {
+        headers: axum::http::HeaderMap,
+        body: String,
+    }
+
+    impl Received {
+        fn key(&self) -> &str {
+            self.headers.get(IDEMPOTENCY_KEY).and_then(|v| v.to_str().ok()).unwrap_or("")
+        }
+
+        fn json(&self) -> Value {
+            serde_json::from_str(&self.body).unwrap()
+        }
+
+        fn offsets(&self) -> Vec<u64> {
+            self.json()["records"].as_array().unwrap().iter().map(|r| r["offset"].as_u64().unwrap()).collect()
+        }
+    }
+
+    /// One scripted answer: status, body, delay before answering.
+    type Answer = (u16, &'static str, Duration);
+
+    #[derive(Clone, Default)]
+    struct Server {
+        received: Arc<Mutex<Vec<Received>>>,
+        script: Arc<Mutex<VecDeque<Answer>>>,
+    }
+
+    impl Server {
+        async fn start() -> (Server, String) {
+            let server = Server::default();
+            let app =
+                axum::Router::new().route("/hook", axum::routing::post(answer)).with_state(server.clone());
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}/hook", listener.local_addr().unwrap());
+            tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+            (server, url)
+        }
+
+        fn then(&self, status: u16, body: &'static str) {
+            self.script.lock().unwrap().push_back((status, body, Duration::ZERO));
+        }
+
+        fn received(&self) -> Vec<Received> {
+            self.received.lock().unwrap().clone()
+        }
+
+        fn keys(&self) -> Vec<String> {
+            self.received().iter().map(|r| r.key().to_owned()).collect()
+        }
+    }
+
+    async fn answer(
+        State(server): State<Server>,
+        headers: axum::http::HeaderMap,
+        body: String,
+    ) -> (StatusCode, [(&'static str, &'static str); 1], &'static str) {
+        server.received.lock().unwrap().push(Received { headers, body });
+        let next = server.script.lock().unwrap().pop_front();
+        let (status, text, delay) = next.unwrap_or((200, "ok", Duration::ZERO));
+        tokio::time::sleep(delay).await;
+        (StatusCode::from_u16(status).unwrap(), [("retry-after", "7")], text)
+    }
+
+    fn config(url: &str) -> crate::http::config::HttpTarget {
+        crate::http::config::HttpTarget {
+            common: TargetCommon {
+                name: "hook".into(),
+                rate_limit: None,
+                batch: BatchConfig { records_max: 100, linger: Duration::ZERO },
+                on_error: OnError::Pause,
+                truncate: TruncatePolicy::Apply,
+            },
+            url: url.into(),
+            headers: BTreeMap::from([("X-Api-Key".to_owned(), "secret".to_owned())]),
+            timeout: Duration::from_secs(5),
+            models: BTreeMap::new(),
+        }
+    }
+
+    fn upsert(offset: u64) -> Item {
+        Item {
+            offset,
+            timestamp_ms: 1_700_000_000_000 + offset,
+            model: "order".into(),
+            op: Op::Upsert,
+            key: json!({"id": offset}),
+            data: json!({"id": offset, "total": offset * 10})
+                .as_object()
+                .cloned()
+                .map(crate::runtime::delivery::Fields::Map),
+            unchanged: Vec::new(),
+        }
+    }
+
+    /// Items at offsets 1..=20, except multiples of 3 (records for other targets).
+    fn history() -> Vec<Item> {
+        (1..=20).filter(|o| o % 3 != 0).map(upsert).collect()
+    }
+
+    fn batch(first: u64, last: u64) -> Batch {
+        let items = history().into_iter().filter(|i| (first..=last).contains(&i.offset)).collect();
+        Batch { first_offset: first, last_offset: last, items }
+    }
+
+    async fn opened(url: &str, data_dir: &Path, cursor: u64) -> HttpTarget {
+        let mut target = HttpTarget::new(&config(url), data_dir).unwrap();
+        assert_eq!(target.open(cursor).await.unwrap(), cursor);
+        target
+    }
+
+    #[tokio::test]
+    async fn posts_the_batch_with_its_key_and_headers() {
+        let (server, url) = Server::start().await;
+        let tmp = tempfile::tempdir().unwrap();
+        let mut target = opened(&url, tmp.path(), 0).await;
+        let partial = Item {
+            data: json!({"id": 1, "total": 5})
+                .as_object()
+                .cloned()
+                .map(crate::runtime::delivery::Fields::Map),
+            unchanged: vec!["note".into()],
+            ..upsert(2)
+        };
+        let delete = Item { op: Op::Delete, data: None, ..upsert(3) };
+        let truncate = Item { op: Op::Truncate, data: None, key: Value::Null, ..upsert(5) };
+        let items = vec![upsert(1), partial, delete, truncate];
+        target.apply(&Batch { first_offset: 1, last_offset: 6, items }).await.unwrap();
+        let received = server.received();
+        assert_eq!(received.len(), 1);
+        let headers = &received[0].headers;
+        assert_eq!(received[0].key(), "hook:1-6");
+        assert_eq!(headers["content-type"], "application/json");
+        assert_eq!(headers["x-api-key"], "secret");
+        let time = |o: u64| crate::time::format_ms(1_700_000_000_000 + o);
+        let expected = json!({"target": "hook", "first_offset": 1, "last_offset": 6, "records": [
+            {"offset": 1, "time": time(1), "model": "order", "op": "upsert", "key": {"id": 1},
+                "data": {"id": 1, "total": 10}},
+            {"offset": 2, "time": time(2), "model": "order", "op": "upsert", "key": {"id": 2},
+                "data": {"id": 1, "total": 5}, "unchanged": ["note"]},
+            {"offset": 3, "time": time(3), "model": "order", "op": "delete", "key": {"id": 3}},
+            {"offset": 5, "time": time(5), "model": "order", "op": "truncate", "key": null},
+        ]});
+        assert_eq!(received[0].json(), expected);
+        assert!(time(1).starts_with("2023-11-14T"), "{}", time(1));
+    }
+
+    #[tokio::test]
+    async fn server_errors_are_transient_and_retried_under_the_same_key() {
+        let (server, url) = Server::start().await;
+        let tmp = tempfile::tempdir().unwrap();
+        let mut target = opened(&url, tmp.path(), 0).await;
+        server.then(500, "database\n  down");
+        server.then(429, "slow down");
+        match target.apply(&batch(1, 4)).await {
+            Err(TargetError::Transient(message)) => {
+                assert!(message.starts_with("HTTP 500: database down"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+        match target.apply(&batch(1, 4)).await {
+            Err(TargetError::Transient(message)) => assert!(message.contains("Retry-After: 7"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+        target.apply(&batch(1, 4)).await.unwrap();
+        assert_eq!(server.keys(), ["hook:1-4"; 3]);
+        let bodies: Vec<String> = server.received().into_iter().map(|r| r.body).collect();
+        assert!(bodies.iter().all(|b| b == &bodies[0]));
+    }
+
+    #[tokio::test]
+    async fn client_errors_are_permanent() {
+        let (server, url) = Server::start().await;
+        let tmp = tempfile::tempdir().unwrap();
+        let mut target = opened(&url, tmp.path(), 0).await;
+        server.then(400, "{\"error\": \"bad total\"}");
+        let error = target.apply(&batch(1, 4)).await.unwrap_err();
+        let expected =
+            TargetError::Permanent { item: None, message: "HTTP 400: {\"error\": \"bad total\"}".into() };
+        assert_eq!(error, expected);
+        server.then(302, "");
+        assert!(matches!(target.apply(&batch(1, 4)).await, Err(TargetError::Permanent { .. })));
+    }
+
+    #[tokio::test]
+    async fn timeouts_and_unreachable_servers_are_transient() {
+        let (server, url) = Server::start().await;
+        let tmp = tempfile::tempdir().unwrap();
+        let mut config = config(&url);
+        config.timeout = Duration::from_millis(200);
+        let mut target = HttpTarget::new(&config, tmp.path()).unwrap();
+        target.open(0).await.unwrap();
+        server.script.lock().unwrap().push_back((200, "late", Duration::from_secs(2)));
+        match target.apply(&batch(1, 4)).await {
+            Err(TargetError::Transient(message)) => assert!(message.contains("timed out"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        let mut target = opened(&format!("http://{closed}/hook"), tmp.path(), 0).await;
+        assert!(matches!(target.apply(&batch(1, 4)).await, Err(TargetError::Transient(_))));
+    }
+
+    #[tokio::test]
+    async fn a_restart_resends_the_request_in_flight_under_the_same_key() {
+        let (server, url) = Server::start().await;
+        let tmp = tempfile::tempdir().unwrap();
+        let mut target = opened(&url, tmp.path(), 0).await;
+        target.apply(&batch(1, 7)).await.unwrap();
+        drop(target);
+        // The node died before storing cursor 7; the worker now cuts 1..=3, 4..=5, 6..=12.
+        let mut target = opened(&url, tmp.path(), 0).await;
+        for (first, last) in [(1, 3), (4, 5), (6, 12)] {
+            target.apply(&batch(first, last)).await.unwrap();
+        }
+        let received = server.received();
+        assert_eq!(server.keys(), ["hook:1-7", "hook:1-7", "hook:8-12"]);
+        assert_eq!(received[1].body, received[0].body, "the resent request is identical");
+        assert_eq!(received[0].offsets(), [1, 2, 4, 5, 7]);
+        assert_eq!(received[2].offsets(), [8, 10, 11]);
+        assert_eq!(received[2].json()["first_offset"], 8);
+        // Cursor 12 stored: nothing is resent.
+        let mut target = opened(&url, tmp.path(), 12).await;
+        target.apply(&batch(13, 20)).await.unwrap();
+        assert_eq!(server.keys()[3..], ["hook:13-20"]);
+    }
+
+    #[tokio::test]
+    async fn a_restart_inside_a_larger_batch_resends_then_sends_the_rest() {
+        let (server, url) = Server::start().await;
+        let tmp = tempfile::tempdir().unwrap();
+        let mut target = opened(&url, tmp.path(), 0).await;
+        target.apply(&batch(1, 4)).await.unwrap();
+        server.then(503, "");
+        assert!(target.apply(&batch(5, 8)).await.is_err());
+        drop(target);
+        // Cursor 4 was stored; 5..=8 failed (or got lost) before the restart.
+        let mut target = opened(&url, tmp.path(), 4).await;
+        server.then(503, "");
+        assert!(target.apply(&batch(5, 20)).await.is_err(), "the resend fails first");
+        target.apply(&batch(5, 20)).await.unwrap();
+        let keys = server.keys();
+        assert_eq!(keys, ["hook:1-4", "hook:5-8", "hook:5-8", "hook:5-8", "hook:9-20"]);
+        assert_eq!(server.received()[4].offsets(), [10, 11, 13, 14, 16, 17, 19, 20]);
+    }
+
+    #[tokio::test]
+    async fn a_refused_resend_is_delivered_anew() {
+        let (server, url) = Server::start().await;
+        let tmp = tempfile::tempdir().unwrap();
+        let mut target = opened(&url, tmp.path(), 0).await;
+        server.then(422, "no");
+        assert!(target.apply(&batch(1, 4)).await.is_err());
+        let mut target = opened(&url, tmp.path(), 0).await;
+        server.then(422, "still no");
+        target.apply(&batch(1, 8)).await.unwrap();
+        assert_eq!(server.keys(), ["hook:1-4", "hook:1-4", "hook:1-8"]);
+    }
+
+    #[tokio::test]
+    async fn rewind_forgets_the_request_in_flight() {
+        let (server, url) = Server::start().await;
+        let tmp = tempfile::tempdir().unwrap();
+        let mut target = opened(&url, tmp.path(), 0).await;
+        target.apply(&batch(1, 7)).await.unwrap();
+        let mut target = opened(&url, tmp.path(), 0).await;
+        assert_eq!(target.rewind(0).await.unwrap(), 0);
+        assert!(!tmp.path().join("targets/hook.inflight").exists());
+        target.apply(&batch(1, 12)).await.unwrap();
+        let mut target = opened(&url, tmp.path(), 0).await;
+        target.rewind(0).await.unwrap();
+        target.apply(&batch(1, 3)).await.unwrap();
+        assert_eq!(server.keys(), ["hook:1-7", "hook:1-12", "hook:1-3"]);
+    }
+
+    #[test]
+    fn other_schemes_and_bad_headers_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        HttpTarget::new(&config("https://api.example.com/hook"), tmp.path()).expect("https is supported");
+        let error = HttpTarget::new(&config("ftp://api.example.com/hook"), tmp.path()).unwrap_err();
+        assert!(error.to_string().contains("is not http or https"), "{error}");
+        let mut bad = config("http://127.0.0.1:1/hook");
+        bad.headers.insert("Idempotency-Key".into(), "x".into());
+        assert!(HttpTarget::new(&bad, tmp.path()).is_err());
+        let mut bad = config("http://127.0.0.1:1/hook");
+        bad.headers.insert("X-Bad".into(), "line\nbreak".into());
+        assert!(HttpTarget::new(&bad, tmp.path()).is_err());
+        let target = HttpTarget::new(&config("http://127.0.0.1:1/hook"), tmp.path()).unwrap();
+        assert!(!format!("{target:?}").contains("secret"), "header values stay out of Debug");
+    }
+}

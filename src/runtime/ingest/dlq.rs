@@ -1,0 +1,238 @@
+//! The dead-letter queue's operations: list, show, retry (remix in and validation run again, e.g.
+//! after a schema fix), drop. Dead letters live in the log (kind `KIND_DEAD_LETTER`); resolving one
+//! appends a `KIND_DEAD_LETTER_RESOLVED` record, so the DLQ survives restarts like everything else.
+//!
+//! A retry never puts an older state after a newer one (per-key order): when the log holds a change
+//! that supersedes the dead letter (`superseded.rs`), the retry answers `superseded` and logs
+//! nothing. `retry --all` checks every entry in one scan of the log.
+
+use super::appender::Appender;
+use super::indexes::{Claim, DlqEntry, IdempotencyKey, Indexes, Landed};
+use super::remix_in::{remix_in, Origin, RemixOutcome};
+use super::superseded::{superseding, Pending, Since};
+use crate::config::Config;
+use crate::record::{
+    self, Change, DeadLetterResolved, Decoded, FieldError, Op, KIND_CHANGE, KIND_DEAD_LETTER_RESOLVED,
+};
+use remix_storage::AppendRecord;
+use serde::Serialize;
+use std::sync::Arc;
+
+/// The outcome of a retry.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "result", rename_all = "lowercase")]
+pub enum Retried {
+    /// The object is valid now and was logged at `offset`.
+    Logged { id: u64, offset: u64 },
+    /// Still invalid: the entry stays in the DLQ.
+    Invalid { id: u64, errors: Vec<FieldError> },
+    /// A newer change of the same key (or a truncate of its model) is in the log, at `newer_offset`:
+    /// logging the dead letter now would put the older state back. The entry stays in the DLQ (drop
+    /// it, or rewind the targets that need it).
+    Superseded { id: u64, newer_offset: u64 },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DlqError {
+    #[error("no open dead letter with id {0}")]
+    NotFound(u64),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The dead letter's JSON form for `remix dlq list --json`: `{id, time, source, position, model,
+/// errors, input}`.
+pub fn entry_json(entry: &DlqEntry) -> serde_json::Value {
+    serde_json::json!({
+        "id": entry.id, "time": crate::time::format_ms(entry.time_ms), "source": entry.letter.source,
+        "position": entry.letter.position, "model": entry.letter.model, "route": entry.letter.route,
+        "errors": entry.letter.errors, "input": entry.letter.input,
+    })
+}
+
+/// The main log's and the dead-letter log's appenders.
+#[derive(Debug, Clone)]
+pub struct Logs {
+    pub main: Appender,
+    pub dlq: Appender,
+}
+
+pub async fn retry(config: &Config, logs: &Logs, indexes: &Indexes, id: u64) -> Result<Retried, DlqError> {
+    retry_many(config, logs, indexes, &[id]).await.pop().expect("one result per id")
+}
+
+/// Retries the dead letters `ids` (in that order; oldest first keeps per-key order), checking all of
+/// them against the log in one scan. One result per id, in order.
+pub async fn retry_many(
+    config: &Config,
+    logs: &Logs,
+    indexes: &Indexes,
+    ids: &[u64],
+) -> Vec<Result<Retried, DlqError>> {
+    let mut results: Vec<Option<Result<Retried, DlqError>>> = Vec::with_capacity(ids.len());
+    // (index in `results`, id, the change it would log, where superseding changes begin)
+    let mut ready: Ready = Vec::new();
+    for &id in ids {
+        match prepare(config, &logs.main, indexes, id).await {
+            Ok(Ok((change, since))) => {
+                ready.push((results.len(), id, change, since));
+                results.push(None);
+            }
+            Ok(Err(errors)) => results.push(Some(Ok(Retried::Invalid { id, errors }))),
+            Err(e) => results.push(Some(Err(e))),
+        }
+    }
+    let slots: Vec<usize> = ready.iter().map(|(slot, ..)| *slot).collect();
+    let (ready, found) = check_superseded(logs, ready).await;
+    match found {
+        Ok(found) => {
+            for ((slot, id, change, _), newer) in ready.into_iter().zip(found) {
+                results[slot] = Some(match newer {
+                    Some(newer_offset) => Ok(Retried::Superseded { id, newer_offset }),
+                    None => log_retried(logs, indexes, id, change).await,
+                });
+            }
+        }
+        Err(e) => {
+            for slot in slots {
+                results[slot] = Some(Err(DlqError::Other(e.clone())));
+            }
+        }
+    }
+    results.into_iter().map(|r| r.expect("every slot is filled")).collect()
+}
+
+/// The entry, the change it would log now (or why it is still invalid), and where changes that
+/// supersede it begin.
+async fn prepare(
+    config: &Config,
+    appender: &Appender,
+    indexes: &Indexes,
+    id: u64,
+) -> Result<Result<(Change, Since), Vec<FieldError>>, DlqError> {
+    let entry = indexes.dead_letter(id).ok_or(DlqError::NotFound(id))?;
+    let change = match rebuild_change(config, appender, &entry).await? {
+        Ok(change) => change,
+        Err(errors) => return Ok(Err(errors)),
+    };
+    let since = match entry.letter.route.starts_with("target:") {
+        true => Since::Offset(letter_offset(&entry)?),
+        false => Since::Time(entry.time_ms),
+    };
+    Ok(Ok((change, since)))
+}
+
+/// The dead letters ready to be logged, checked against the log.
+type Ready = Vec<(usize, u64, Change, Since)>;
+
+/// [`superseding`] on a blocking thread; `ready` comes back with the answer.
+async fn check_superseded(logs: &Logs, ready: Ready) -> (Ready, Result<Vec<Option<u64>>, String>) {
+    let log = Arc::clone(logs.main.log());
+    let scan = move || {
+        let pending: Vec<Pending<'_>> =
+            ready.iter().map(|(_, id, change, since)| Pending { id: *id, change, since: *since }).collect();
+        let found = superseding(&log, &pending).map_err(|e| e.to_string());
+        (ready, found)
+    };
+    match tokio::task::spawn_blocking(scan).await {
+        Ok(checked) => checked,
+        // The scan panicked: nothing is logged, each entry reports it.
+        Err(e) => (Vec::new(), Err(e.to_string())),
+    }
+}
+
+/// Logs a retried dead letter's change under the idempotency key `dlq:<id>` and resolves the entry.
+async fn log_retried(
+    logs: &Logs,
+    indexes: &Indexes,
+    id: u64,
+    mut change: Change,
+) -> Result<Retried, DlqError> {
+    let key = format!("dlq:{id}");
+    let scoped = IdempotencyKey::new(&change.source, &change.model, &key);
+    let offset = match indexes.claim(&scoped).await {
+        Claim::Done(landed) => landed.first_offset,
+        Claim::Proceed => {
+            change.idempotency_key = Some(key.clone());
+            let payload = serde_json::to_vec(&change).expect("serializable");
+            match logs.main.append(vec![AppendRecord { kind: KIND_CHANGE, payload }]).await {
+                Ok(appended) => {
+                    let landed =
+                        Landed { first_offset: appended.first_offset, last_offset: appended.last_offset };
+                    indexes.finish(&scoped, Some(landed));
+                    appended.first_offset
+                }
+                Err(e) => {
+                    indexes.finish(&scoped, None);
+                    return Err(DlqError::Other(e.to_string()));
+                }
+            }
+        }
+    };
+    resolve(logs, indexes, DeadLetterResolved { id, how: "retried".into(), offset: Some(offset) }).await?;
+    Ok(Retried::Logged { id, offset })
+}
+
+pub async fn drop_entry(logs: &Logs, indexes: &Indexes, id: u64) -> Result<(), DlqError> {
+    indexes.dead_letter(id).ok_or(DlqError::NotFound(id))?;
+    resolve(logs, indexes, DeadLetterResolved { id, how: "dropped".into(), offset: None }).await
+}
+
+async fn resolve(logs: &Logs, indexes: &Indexes, resolved: DeadLetterResolved) -> Result<(), DlqError> {
+    let payload = serde_json::to_vec(&resolved).expect("serializable");
+    logs.dlq
+        .append(vec![AppendRecord { kind: KIND_DEAD_LETTER_RESOLVED, payload }])
+        .await
+        .map_err(|e| DlqError::Other(e.to_string()))?;
+    indexes.resolve(resolved.id);
+    Ok(())
+}
+
+/// The change a dead letter becomes now: a source's input is remixed and validated again with the
+/// current configuration; a target's dead letter re-sends the original change (to every target).
+async fn rebuild_change(
+    config: &Config,
+    appender: &Appender,
+    entry: &DlqEntry,
+) -> Result<Result<Change, Vec<FieldError>>, DlqError> {
+    let letter = &entry.letter;
+    if letter.route.starts_with("target:") {
+        let offset = letter_offset(entry)?;
+        let log = appender.log().clone();
+        let record = tokio::task::spawn_blocking(move || log.reader(offset).and_then(|mut r| r.try_next()))
+            .await
+            .map_err(|e| DlqError::Other(e.to_string()))?
+            .map_err(|e| DlqError::Other(e.to_string()))?;
+        return match record.map(|r| record::decode(r.kind, &r.payload)) {
+            Some(Decoded::Change(change)) => Ok(Ok(change)),
+            _ => Err(DlqError::Other(format!("the change at offset {offset} is no longer in the log"))),
+        };
+    }
+    let source = config
+        .source(&letter.source)
+        .ok_or_else(|| DlqError::Other(format!("source '{}' is no longer configured", letter.source)))?;
+    // A dead letter's route is the name of the source input it came through.
+    let inputs = source.spec.inputs();
+    let binding = inputs
+        .iter()
+        .find(|input| input.name == letter.route)
+        .map(|input| input.binding)
+        .ok_or_else(|| {
+            DlqError::Other(format!("source '{}' has no route '{}' any more", letter.source, letter.route))
+        })?;
+    let model = config
+        .model(&binding.model)
+        .ok_or_else(|| DlqError::Other(format!("model '{}' is gone", binding.model)))?;
+    let origin = Origin { source: &letter.source, position: letter.position.clone(), idempotency_key: None };
+    Ok(match remix_in(binding, model, &letter.input, letter.op.unwrap_or(Op::Upsert), origin) {
+        RemixOutcome::Valid(change) => Ok(change),
+        RemixOutcome::Invalid(errors) => Err(errors),
+    })
+}
+
+/// The log offset of the change a target dead-lettered.
+fn letter_offset(entry: &DlqEntry) -> Result<u64, DlqError> {
+    entry.letter.input.get("offset").and_then(|o| o.as_u64()).ok_or_else(|| {
+        DlqError::Other(format!("dead letter {} of {} has no offset", entry.id, entry.letter.route))
+    })
+}

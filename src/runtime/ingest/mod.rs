@@ -1,0 +1,14 @@
+//! The ingest half of the data path: remix in, validation, the DLQ, idempotency, and appending to the
+//! log with acknowledgement only after the fsync.
+
+pub mod appender;
+pub mod context;
+pub mod dlq;
+pub mod indexes;
+pub mod remix_in;
+pub mod superseded;
+
+pub use appender::{AppendError, Appender};
+pub use context::{Logged, SourceContext};
+pub use indexes::{DlqEntry, Indexes};
+pub use remix_in::{remix_in, RemixOutcome};

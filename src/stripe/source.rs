@@ -1,0 +1,388 @@
+//! The `stripe` source: Stripe webhooks, verified, deduplicated by event id, routed by object type,
+//! and a catch-up through the Events API for what was missed while the node was down.
+//!
+//! **Webhooks** (`POST <path>` on the source's `listen` address, shared with the other sources that
+//! name it). The `Stripe-Signature` header is verified as Stripe specifies ([`signature`]); a missing
+//! or wrong signature, an expired timestamp or a body that is not an event is answered 400 with the
+//! reason. A genuine event is answered 200 only after the fsync that covers what it became:
+//! - routed by `data.object.object` (`customer`, `checkout.session`) to the model bound in `objects`,
+//!   remixed and validated; `*.deleted` events become deletes;
+//! - logged as one change record with `position` `<event id>@<created>[.<updated>]` and
+//!   `idempotency_key` `stripe:<event id>`, which is how an event already logged is recognised (also
+//!   after a restart: the index is rebuilt from the log) and answered 200 again without a second
+//!   record;
+//! - an object type without a binding: 200 and `remix_stripe_events_ignored_total`, nothing logged;
+//! - an object that does not remix or validate: a dead letter (its event stays recognised while the
+//!   letter is open), then 200, since Stripe would otherwise retry it for days;
+//! - an event older than the newest one logged for the same model key: 200, nothing logged
+//!   ([`order`] documents the rule);
+//! - the log cannot accept (disk full, shutting down): 503 with `Retry-After`, and Stripe retries.
+//!
+//! **Catch-up** ([`catch_up`]): at start (when the log holds an event of this source) and on demand
+//! (`remix source catch-up NAME`), the Events API is read from a little before the newest event the
+//! log holds, oldest first, and every event goes the same way as a webhook.
+
+use super::config::StripeSource;
+use super::events::{self, Event};
+use super::order::{Entered, Gate};
+use super::{api, catch_up, signature};
+use crate::record::{Change, DeadLetter, KIND_CHANGE, KIND_DEAD_LETTER};
+use crate::runtime::ingest::indexes::{Claim, IdempotencyKey, Landed};
+use crate::runtime::ingest::remix_in::Origin;
+use crate::runtime::ingest::SourceContext;
+use crate::runtime::ingest::{remix_in, AppendError, DlqEntry, RemixOutcome};
+use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use remix_storage::AppendRecord;
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Seconds a 503 asks Stripe to wait.
+const RETRY_AFTER_SECONDS: u64 = 5;
+/// Stripe's event bodies are small; anything beyond this is not an event.
+const BODY_BYTES_MAX: usize = 4 << 20;
+/// Timeout of one call to the Stripe API.
+const API_TIMEOUT: Duration = Duration::from_secs(30);
+/// `newest_created` before any event is known.
+const NONE: i64 = i64::MIN;
+
+/// What a Stripe source keeps from the log: built before the log is scanned at start, fed every
+/// change record of the scan ([`StripeState::observe`]).
+#[derive(Debug)]
+pub struct StripeState {
+    source: StripeSource,
+    gate: Gate,
+    /// The newest `created` among the events logged by this source.
+    newest_created: AtomicI64,
+}
+
+impl StripeState {
+    pub fn new(source: &StripeSource) -> Arc<StripeState> {
+        Arc::new(StripeState {
+            source: source.clone(),
+            gate: Gate::default(),
+            newest_created: AtomicI64::new(NONE),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.source.name
+    }
+
+    /// One change record of the log (any source; others are ignored).
+    pub fn observe(&self, change: &Change) {
+        if change.source != self.source.name {
+            return;
+        }
+        if let Some((_, order)) = events::parse_position(&change.position) {
+            self.gate.observe(gate_key(&change.model, &change.key), order);
+            self.newest_created.fetch_max(order.created, Ordering::Relaxed);
+        }
+    }
+
+    /// The newest `created` (Unix seconds) of the events this source logged, if any.
+    pub fn newest_created(&self) -> Option<i64> {
+        Some(self.newest_created.load(Ordering::Relaxed)).filter(|&c| c != NONE)
+    }
+}
+
+/// Feeds a change record of the start-up scan to the state of its source.
+pub fn observe(states: &[Arc<StripeState>], change: &Change) {
+    for state in states {
+        state.observe(change);
+    }
+}
+
+fn gate_key(model: &str, key: &Value) -> String {
+    format!("{model} {key}")
+}
+
+/// What became of one event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Logged {
+        offset: u64,
+    },
+    /// Logged before (or dead-lettered and still open): nothing appended.
+    Duplicate {
+        offset: Option<u64>,
+    },
+    /// No binding for the object type.
+    Ignored,
+    /// Older than the newest event logged for the key.
+    Stale,
+    DeadLettered {
+        id: u64,
+    },
+}
+
+impl Outcome {
+    fn label(&self) -> &'static str {
+        match self {
+            Outcome::Logged { .. } => "logged",
+            Outcome::Duplicate { .. } => "duplicate",
+            Outcome::Ignored => "ignored",
+            Outcome::Stale => "stale",
+            Outcome::DeadLettered { .. } => "dead_lettered",
+        }
+    }
+}
+
+/// A running Stripe source: its webhook route, its catch-up, and the processing they share.
+#[derive(Debug, Clone)]
+pub struct StripeHandle {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: Arc<StripeState>,
+    context: SourceContext,
+    api: Option<api::Api>,
+    /// One catch-up at a time.
+    catching_up: tokio::sync::Mutex<()>,
+    /// Event ids whose object is in the DLQ (not a change record, so not in the idempotency index).
+    dead_lettered: Mutex<HashSet<String>>,
+}
+
+impl StripeHandle {
+    pub fn new(state: Arc<StripeState>, context: SourceContext) -> anyhow::Result<StripeHandle> {
+        let source = &state.source;
+        let api = match &source.api_key {
+            Some(key) => Some(
+                api::Api::new(&source.api_base, key, API_TIMEOUT)
+                    .map_err(|e| anyhow::anyhow!("source '{}': {e}", source.name))?,
+            ),
+            None => None,
+        };
+        let dead_lettered = context
+            .indexes
+            .dead_letters()
+            .into_iter()
+            .filter(|entry| entry.letter.source == source.name)
+            .filter_map(|entry| events::parse_position(&entry.letter.position).map(|(id, _)| id.to_owned()))
+            .collect();
+        let inner = Inner {
+            state,
+            context,
+            api,
+            catching_up: tokio::sync::Mutex::new(()),
+            dead_lettered: Mutex::new(dead_lettered),
+        };
+        Ok(StripeHandle { inner: Arc::new(inner) })
+    }
+
+    pub fn name(&self) -> &str {
+        self.inner.state.name()
+    }
+
+    pub fn state(&self) -> &Arc<StripeState> {
+        &self.inner.state
+    }
+
+    fn source(&self) -> &StripeSource {
+        &self.inner.state.source
+    }
+
+    /// The webhook route, to be merged into the server of the source's listen address.
+    pub fn router(&self) -> Router {
+        let handle = self.clone();
+        let handler = axum::routing::post(
+            move |headers: HeaderMap, body: Result<Bytes, axum::extract::rejection::BytesRejection>| {
+                let handle = handle.clone();
+                async move { handle.webhook(headers, body).await }
+            },
+        );
+        Router::new().route(&self.source().path, handler.layer(DefaultBodyLimit::max(BODY_BYTES_MAX)))
+    }
+
+    async fn webhook(
+        &self,
+        headers: HeaderMap,
+        body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    ) -> Response {
+        crate::runtime::serve::counted(self.name(), self.answer(&headers, body).await)
+    }
+
+    async fn answer(
+        &self,
+        headers: &HeaderMap,
+        body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    ) -> Response {
+        let body = match body {
+            Ok(body) => body,
+            Err(rejection) => return error(rejection.status(), rejection.body_text()),
+        };
+        let source = self.source();
+        let header = headers.get("stripe-signature").map(|v| v.to_str().unwrap_or(""));
+        let now = (crate::time::now_ms() / 1000) as i64;
+        if let Err(e) = signature::verify(header, &body, &source.signing_secret, source.tolerance, now) {
+            return error(StatusCode::BAD_REQUEST, e.to_string());
+        }
+        let value: Value = match serde_json::from_slice(&body) {
+            Ok(value) => value,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")),
+        };
+        let event = match Event::parse(&value) {
+            Ok(event) => event,
+            Err(message) => return error(StatusCode::BAD_REQUEST, message),
+        };
+        match self.process(&event).await {
+            Ok(outcome) => {
+                let mut body = json!({"received": true, "event": event.id, "outcome": outcome.label()});
+                match outcome {
+                    Outcome::Logged { offset } | Outcome::Duplicate { offset: Some(offset) } => {
+                        body["offset"] = offset.into()
+                    }
+                    Outcome::DeadLettered { id } => body["dead_letter"] = id.into(),
+                    _ => {}
+                }
+                (StatusCode::OK, Json(body)).into_response()
+            }
+            Err(e) => {
+                let status = match e {
+                    AppendError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+                    _ => StatusCode::SERVICE_UNAVAILABLE,
+                };
+                let mut response = error(status, e.to_string());
+                response.headers_mut().insert("retry-after", RETRY_AFTER_SECONDS.into());
+                response
+            }
+        }
+    }
+
+    /// Processes one genuine event (from a webhook or the Events API). `Err`: nothing was logged,
+    /// the sender should retry.
+    pub async fn process(&self, event: &Event) -> Result<Outcome, AppendError> {
+        let outcome = self.process_inner(event).await;
+        if let Ok(outcome) = &outcome {
+            let source = self.name().to_owned();
+            metrics::counter!("remix_stripe_events_total", "source" => source.clone(), "outcome" => outcome.label())
+                .increment(1);
+            if *outcome == Outcome::Ignored {
+                metrics::counter!("remix_stripe_events_ignored_total", "source" => source, "object" => event.object_type.clone())
+                    .increment(1);
+            }
+        }
+        outcome
+    }
+
+    async fn process_inner(&self, event: &Event) -> Result<Outcome, AppendError> {
+        let context = &self.inner.context;
+        let Some(binding) = self.source().objects.get(&event.object_type) else {
+            return Ok(Outcome::Ignored);
+        };
+        let key = event.idempotency_key();
+        let scoped = IdempotencyKey::new(self.name(), &binding.model, &key);
+        if let Claim::Done(landed) = context.indexes.claim(&scoped).await {
+            return Ok(Outcome::Duplicate { offset: Some(landed.first_offset) });
+        }
+        let result = self.claimed(event, &key).await;
+        let landed = match &result {
+            Ok(Outcome::Logged { offset }) => Some(Landed { first_offset: *offset, last_offset: *offset }),
+            _ => None,
+        };
+        context.indexes.finish(&scoped, landed);
+        result
+    }
+
+    fn dead_lettered(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.inner.dead_lettered.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// With the event's idempotency key claimed.
+    async fn claimed(&self, event: &Event, key: &str) -> Result<Outcome, AppendError> {
+        let context = &self.inner.context;
+        let source = self.source();
+        if self.dead_lettered().contains(&event.id) {
+            return Ok(Outcome::Duplicate { offset: None });
+        }
+        let Some(binding) = source.objects.get(&event.object_type) else { return Ok(Outcome::Ignored) };
+        let model = context.config.model(&binding.model).expect("config checked the model");
+        let origin = Origin { source: &source.name, position: event.position(), idempotency_key: Some(key) };
+        let change = match remix_in(binding, model, &event.object, event.op(), origin) {
+            RemixOutcome::Valid(change) => change,
+            RemixOutcome::Invalid(errors) => {
+                let letter = DeadLetter {
+                    source: source.name.clone(),
+                    position: event.position(),
+                    model: binding.model.clone(),
+                    route: event.object_type.clone(),
+                    errors,
+                    input: event.object.clone(),
+                    op: Some(event.op()),
+                };
+                let payload = serde_json::to_vec(&letter).expect("serializable");
+                let appended =
+                    context.dlq.append(vec![AppendRecord { kind: KIND_DEAD_LETTER, payload }]).await?;
+                let id = appended.first_offset;
+                context.indexes.add_dead_letter(DlqEntry { id, time_ms: appended.timestamp_ms, letter });
+                self.dead_lettered().insert(event.id.clone());
+                tracing::warn!(source = %source.name, event = %event.id, dead_letter = id,
+                    "a Stripe {} object is invalid: dead-lettered", event.object_type);
+                return Ok(Outcome::DeadLettered { id });
+            }
+        };
+        let pass = match self
+            .inner
+            .state
+            .gate
+            .enter(&gate_key(&change.model, &change.key), event.order())
+            .await
+        {
+            Entered::Stale { newest } => {
+                tracing::info!(source = %source.name, event = %event.id, created = event.created,
+                    newest_created = newest.created, "an older Stripe event than the one logged for its key: not logged");
+                return Ok(Outcome::Stale);
+            }
+            Entered::Newer(pass) => pass,
+        };
+        let payload = serde_json::to_vec(&change).expect("serializable");
+        let appended = context.appender.append(vec![AppendRecord { kind: KIND_CHANGE, payload }]).await?;
+        context.logged.add(&source.name, 1);
+        pass.commit();
+        self.inner.state.newest_created.fetch_max(event.created, Ordering::Relaxed);
+        Ok(Outcome::Logged { offset: appended.first_offset })
+    }
+
+    /// Reads the Events API from a little before the newest event logged (everything Stripe still
+    /// has when none is), oldest first. One catch-up at a time: a second waits for the first.
+    pub async fn catch_up(&self) -> anyhow::Result<catch_up::Report> {
+        let _one = self.inner.catching_up.lock().await;
+        let Some(api) = &self.inner.api else {
+            anyhow::bail!(
+                "source '{}': no api_key configured, so no catch-up through the Events API",
+                self.name()
+            )
+        };
+        catch_up::run(self, api, self.inner.state.newest_created()).await
+    }
+
+    /// The catch-up at start, in the background until done or shut down: only when an API key is
+    /// configured and the log holds an event of this source.
+    pub fn spawn_catch_up_at_start(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let handle = self.clone();
+        if handle.inner.api.is_none() || handle.inner.state.newest_created().is_none() {
+            return;
+        }
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown.wait_for(|stop| *stop) => {}
+                result = handle.catch_up() => match result {
+                    Ok(report) => tracing::info!(source = %handle.name(), "catch-up done: {}", report.summary()),
+                    Err(e) => tracing::error!(source = %handle.name(), "catch-up failed: {e:#}"),
+                },
+            }
+        });
+    }
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    crate::runtime::serve::error(status, message, None)
+}
