@@ -210,7 +210,28 @@ def check_iceberg_rest(s3p, icep):
     t = cat.load_table("remix.orders")
     assert t.current_snapshot().summary["remix.offset"] == "42"
     assert t.scan().to_arrow().num_rows == 2
-    return "iceberg REST catalog: create ns/table, append with snapshot summary ok"
+    con = duckdb_with_extensions()
+    con.sql(f"CREATE SECRET s3s (TYPE S3, KEY_ID '{S3_KEY}', SECRET '{S3_SECRET}', ENDPOINT '127.0.0.1:{s3p}', "
+            "URL_STYLE 'path', USE_SSL false, REGION 'us-east-1')")
+    con.sql(f"CREATE SECRET ice (TYPE ICEBERG, CLIENT_ID '{S3_KEY}', CLIENT_SECRET '{S3_SECRET}', "
+            f"OAUTH2_SERVER_URI 'http://127.0.0.1:{icep}/v1/oauth/tokens')")
+    con.sql(f"ATTACH 'warehouse' AS w (TYPE ICEBERG, SECRET ice, ENDPOINT 'http://127.0.0.1:{icep}')")
+    assert con.sql("select count(*) from w.remix.orders").fetchone()[0] == 2
+    assert con.sql("select count(*) from read_parquet('s3://warehouse/remix/orders/data/*.parquet')").fetchone()[0] == 2
+    return "iceberg REST catalog: pyiceberg create/append with snapshot summary, duckdb ATTACH + s3:// read ok"
+
+
+def duckdb_with_extensions(names=("httpfs", "avro", "iceberg")):
+    """DuckDB cannot download extensions here: load the ones the duckdb-extension-* wheels ship."""
+    import glob
+    import importlib
+    import duckdb
+    con = duckdb.connect()
+    for name in names:
+        mod = importlib.import_module(f"duckdb_extension_{name}")
+        (path,) = glob.glob(os.path.join(os.path.dirname(mod.__file__), "extensions", "*", f"{name}.duckdb_extension"))
+        con.sql(f"LOAD '{path}'")
+    return con
 
 
 # --- Azurite ----------------------------------------------------------------
@@ -670,7 +691,38 @@ def check_mariadb():
     return facts
 
 
+def check_python_readers():
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from pyiceberg.catalog.sql import SqlCatalog
+    d = tempfile.mkdtemp(prefix="remix-readers-")
+    try:
+        os.makedirs(os.path.join(d, "data"))
+        pq.write_table(pa.table({"id": [1, 2, 3], "name": ["a", "b", "c"]}), os.path.join(d, "data", "train-0.parquet"))
+        with open(os.path.join(d, "README.md"), "w") as f:
+            f.write("---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n"
+                    "    path: data/train-*.parquet\n---\n# test\n")
+        env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": os.path.join(d, "hf")}
+        os.environ.update(env)
+        ds = datasets.load_dataset(d)
+        assert ds["train"].num_rows == 3
+        con = duckdb_with_extensions(())
+        assert con.sql(f"select sum(id) from '{d}/data/*.parquet'").fetchone()[0] == 6
+        cat = SqlCatalog("local", uri=f"sqlite:///{d}/catalog.db", warehouse=f"file://{d}/warehouse")
+        cat.create_namespace("remix")
+        t = cat.create_table("remix.t", schema=pa.schema([("id", pa.int64())]))
+        t.append(pa.table({"id": [1, 2]}), snapshot_properties={"remix.offset": "7"})
+        assert cat.load_table("remix.t").current_snapshot().summary["remix.offset"] == "7"
+        import confluent_kafka, nats, pika, redis, boto3, azure.storage.blob, google.cloud.storage  # noqa: F401
+        return [f"datasets {datasets.__version__} offline from local files, duckdb, pyiceberg sql-sqlite ok; "
+                f"librdkafka {confluent_kafka.libversion()[0]}"]
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 CHECKS = {
+    "python-readers": check_python_readers,
     "seaweedfs": check_seaweedfs,
     "azurite": check_azurite,
     "fake-gcs-server": check_fake_gcs,
