@@ -127,7 +127,7 @@ def start_seaweedfs(table_bucket=None):
             f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
             f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}", f"-s3.port.iceberg={iceberg}",
             "-s3.port.lance=0", f"-admin.port={admin}", f"-admin.port.grpc={admin_grpc}",
-            "-admin.ui=false", "-webdav=false", "-master.telemetry=false",
+            "-admin.ui=false", "-webdav=false", "-master.telemetry=false", "-s3.autoCreateBucket=false",
             f"-filer.localSocket={srv.dir}/filer.sock", f"-s3.localSocket={srv.dir}/s3.sock",
             f"-s3.config={cfg}"]
     if table_bucket:
@@ -157,6 +157,11 @@ def check_seaweedfs():
         except botocore.exceptions.ClientError as e:
             facts.append(f"wrong secret {e.response['ResponseMetadata']['HTTPStatusCode']}")
         s3 = s3_client(s3p)
+        try:
+            s3.put_object(Bucket="missing", Key="k", Body=b"1")
+            raise AssertionError("a put created a missing bucket")
+        except botocore.exceptions.ClientError as e:
+            assert e.response["Error"]["Code"] == "NoSuchBucket"
         s3.create_bucket(Bucket="remix-test")
         s3.put_object(Bucket="remix-test", Key="m/a.jsonl", Body=b"{}\n")
         assert s3.get_object(Bucket="remix-test", Key="m/a.jsonl")["Body"].read() == b"{}\n"
