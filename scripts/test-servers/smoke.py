@@ -490,7 +490,8 @@ async def exercise_nats(port):
 def start_tansu(storage="memory"):
     srv = Server("tansu")
     (port,) = free_ports(1)
-    engine = "memory://tansu/" if storage == "memory" else f"sqlite://{srv.dir}/tansu.db"
+    # sqlite:// paths are taken relative to the working directory (the temp dir)
+    engine = "memory://tansu/" if storage == "memory" else "sqlite://tansu.db"
     srv.start([b("tansu"), "broker", "--listener-url", f"tcp://127.0.0.1:{port}",
                "--advertised-listener-url", f"tcp://127.0.0.1:{port}", "--storage-engine", engine],
               env={"RUST_LOG": "warn"})
@@ -536,7 +537,21 @@ def exercise_kafka(port):
             got.append(m.value())
     c.close()
     assert got == [b"v%d" % i for i in range(10)], got
-    return "idempotent produce + consume ok"
+    return "idempotent produce + consume ok; transactions: " + probe_transactions(bs)
+
+
+def probe_transactions(bs):
+    """tansu 0.6.0 answers InitProducerId but does not list EndTxn in ApiVersions."""
+    from confluent_kafka import KafkaException, Producer
+    p = Producer({"bootstrap.servers": bs, "transactional.id": f"remix-smoke-{os.getpid()}"})
+    try:
+        p.init_transactions(15)
+        p.begin_transaction()
+        p.produce("orders", value=b"tx")
+        p.commit_transaction(15)
+        return "commit ok"
+    except KafkaException as e:
+        return f"NOT supported ({e.args[0].name()}: {e.args[0].str()[:60]})"
 
 
 # --- Redis / Valkey -------------------------------------------------------------
