@@ -64,14 +64,18 @@ class Server:
     def wait(self, probe, timeout=60):
         while time.monotonic() - self.started < timeout:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"exited with {self.proc.returncode}: {self.tail()}")
+                error = f"exited with {self.proc.returncode}: {self.tail()}"
+                self.stop()
+                raise RuntimeError(error)
             try:
                 if probe():
                     return time.monotonic() - self.started
             except Exception:
                 pass
             time.sleep(0.05)
-        raise RuntimeError(f"not ready after {timeout}s: {self.tail()}")
+        error = f"not ready after {timeout}s: {self.tail()}"
+        self.stop()
+        raise RuntimeError(error)
 
     def tail(self):
         try:
@@ -685,9 +689,13 @@ def check_mariadb():
     user = ["--user=mysql"] if root else []
     data = os.path.join(srv.dir, "data")
     t0 = time.monotonic()
-    subprocess.run([b("mariadb-install-db"), "--no-defaults", f"--datadir={data}", *user,
-                    "--auth-root-authentication-method=normal", "--skip-test-db"],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        subprocess.run([b("mariadb-install-db"), "--no-defaults", f"--datadir={data}", *user,
+                        "--auth-root-authentication-method=normal", "--skip-test-db"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except subprocess.CalledProcessError:
+        srv.stop()
+        raise
     install = time.monotonic() - t0
     srv.start([b("mariadbd"), "--no-defaults", *user, f"--datadir={data}", f"--port={port}",
                "--bind-address=127.0.0.1", f"--socket={srv.dir}/mysqld.sock", f"--pid-file={srv.dir}/mysqld.pid",
