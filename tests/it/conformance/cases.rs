@@ -237,7 +237,8 @@ pub fn rewind_to_middle<A: Adapter>(make: impl FnOnce(&Path) -> A) {
 }
 
 /// (4) Many changes to few keys, in large batches (state targets collapse them per key): the last
-/// change of each key wins; a history target gets each key's changes in log order.
+/// change of each key wins; a history target gets each key's changes in log order (its whole history
+/// must equal the log's sequence, which implies the order per key).
 pub fn per_key_order_under_collapse<A: Adapter>(make: impl FnOnce(&Path) -> A) {
     let spec = TargetSpec { records_max: 1000, linger_ms: 200, ..TargetSpec::default() };
     let mut run = Run::new("per_key_order_under_collapse", make, 4, &spec);
@@ -246,14 +247,6 @@ pub fn per_key_order_under_collapse<A: Adapter>(make: impl FnOnce(&Path) -> A) {
     run.append(&changes);
     run.node.start();
     run.check(&Expect::default());
-    if run.adapter.history().is_some() {
-        // Implied by the history check, spelled out: each key's changes in log order.
-        let records = select(&dump(&run.node), run.adapter.models(), true, &[], 0);
-        let per_key = |history: &super::History| -> Vec<usize> { history.values().map(Vec::len).collect() };
-        let expected = run.adapter.expected_history(&records);
-        let actual = run.adapter.read_history(&run.node).unwrap();
-        assert_eq!(per_key(&expected), per_key(&actual));
-    }
     run.node.stop();
 }
 
@@ -262,7 +255,9 @@ pub fn per_key_order_under_collapse<A: Adapter>(make: impl FnOnce(&Path) -> A) {
 fn poisoned_log<A: Adapter>(run: &mut Run<A>) -> u64 {
     let n = super::volume(&run.adapter).small;
     run.workload = Workload::new(run.rng.next(), keys_for(n));
-    let mut changes = run.workload.changes(n / 2);
+    // Anywhere in a batch, not only first.
+    let before = n / 2 + run.rng.range(1..=97) as usize;
+    let mut changes = run.workload.changes(before);
     changes.push(run.workload.lone_account(POISON));
     let poison = changes.len() as u64;
     changes.extend(run.workload.changes(n / 2));
@@ -282,7 +277,9 @@ pub fn permanent_error_pauses<A: Adapter>(make: impl FnOnce(&Path) -> A) {
     run.node.start();
     let status = run.wait_state("paused");
     let error = status["last_error"].as_str().unwrap_or_else(|| run.fail("paused without last_error"));
-    if !error.contains(&format!("offset {poison} ")) {
+    // Named, and not another record blamed (the worker's own prefix is `offset N (model key): `).
+    let blamed: Option<u64> = error.strip_prefix("offset ").and_then(|r| r.split(' ').next()?.parse().ok());
+    if !error.contains(&format!("offset {poison} ")) || blamed.is_some_and(|b| b != poison) {
         run.fail(&format!("the error does not name the refused record at offset {poison}: {error}"));
     }
     assert!(status["cursor"].as_u64().unwrap() < poison, "paused before the record: {status}");

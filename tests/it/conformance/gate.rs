@@ -21,8 +21,14 @@ pub struct Gate {
 
 impl Gate {
     /// A gate on a free port, open, forwarding to `upstream` (`host:port`).
+    ///
+    /// It listens on 127.0.0.2 (loopback too, on Linux): while it is closed its port is free, and on
+    /// 127.0.0.1 another test picking a free port (`free_addr`) could take it; nothing else binds
+    /// 127.0.0.2, and connections to it leave from 127.0.0.1, so the port is there to take back.
     pub fn start(upstream: &str) -> Gate {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the gate");
+        let listener = TcpListener::bind("127.0.0.2:0")
+            .or_else(|_| TcpListener::bind("127.0.0.1:0"))
+            .expect("bind the gate");
         let addr = listener.local_addr().unwrap().to_string();
         let mut gate =
             Gate { addr, upstream: upstream.to_owned(), connections: Arc::default(), accepting: None };
@@ -61,7 +67,7 @@ impl Gate {
         }
     }
 
-    /// Accepts connections again, on the same port.
+    /// Accepts connections again, on the same address.
     pub fn open(&mut self) {
         if self.accepting.is_some() {
             return;

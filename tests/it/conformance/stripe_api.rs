@@ -34,6 +34,8 @@ pub struct Account {
     idempotent: HashMap<String, (String, u16, Value)>,
     /// A customer `name` refused with 400.
     pub poison: Option<String>,
+    /// The next this many searches are answered 503 (a transient error).
+    pub fail_searches: usize,
 }
 
 pub fn percent_decode(text: &str) -> String {
@@ -100,6 +102,10 @@ impl Account {
             _ => return fresh(error(404, "invalid_request_error", "Unrecognized request URL")),
         };
         if method == "GET" && parts.get(2) == Some(&"search") {
+            if self.fail_searches > 0 {
+                self.fail_searches -= 1;
+                return fresh(error(503, "api_error", "The search service is temporarily unavailable"));
+            }
             return fresh(
                 self.search(&collection, &parse_form(query).get("query").cloned().unwrap_or_default()),
             );
