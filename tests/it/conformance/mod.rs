@@ -25,14 +25,24 @@
 //! 1. Add `tests/it/conformance/<kind>.rs` with a type implementing [`Adapter`]: `new(root)` starts
 //!    (or points at) the target's server, `target_yaml` renders the target's section (start from
 //!    [`TargetSpec::common_yaml`]), `expected_state`/`read_state` map the model state to the target's
-//!    shape and read it back (a queue-like target reads its messages and returns the history instead;
-//!    `read_state` can then fold that history), `set_reachable` stops the server or closes a
-//!    [`gate::Gate`] in front of it, `poison` makes the server refuse the records whose account name
-//!    is the marker (or returns the reason the target cannot refuse one), `truncate_apply` says
-//!    whether the target can apply a truncate.
+//!    shape and read it back, `history` says whether it is a state target (`None`) or a history
+//!    target and what a rewind does to its history, `damage` alters what it holds behind Remix's
+//!    back, `set_reachable` stops the server or closes a [`gate::Gate`] in front of it, `poison`
+//!    makes the server refuse the records whose account name is the marker (or returns the reason the
+//!    target cannot refuse one), `truncate_apply` says whether the target can apply a truncate, and
+//!    `volume` lowers the work for a target that is slow by nature.
+//!
+//!    A queue or stream target (kafka, nats, redis_streams, rabbitmq, sqs, kinesis) is a history
+//!    target: `read_history` consumes its messages, applies its own duplicate rule (exactly once: no
+//!    `remix-offset` twice; at least once with a stable id: every copy of an offset identical, then
+//!    de-duplicated) and returns one stream per model or per partition key in arrival order;
+//!    `read_state` folds that history. An object store is one too (objects named by offsets, like
+//!    jsonl: `Rewound::Rewritten`); mysql is a state target like postgres.
 //! 2. Add one `#[test]` per case calling `cases::<case>(<Adapter>::new)`, and the module here.
-//! 3. Run `cargo test --release --test it conformance::<kind>`; a case the target fails because of a
-//!    Remix bug gets `#[ignore = "bug: ..."]` with the seed and the evidence.
+//! 3. Run `cargo test --release --test it conformance::<kind> -- --nocapture` (the output shows each
+//!    seed; `REMIX_TEST_SEED=<seed>` repeats a run, `REMIX_CONFORMANCE_FULL=1` gives every target the
+//!    full volume). A case the target fails because of a Remix bug gets `#[ignore = "bug: ..."]` with
+//!    the evidence; a case that cannot apply says why from the adapter (printed, never silent).
 
 pub mod cases;
 pub mod gate;
