@@ -1,6 +1,7 @@
 //! Integration tests of the `remix` binary (one test binary for the package).
 
 mod bad_input;
+mod conformance;
 mod golden;
 mod kill9;
 mod log_cli;
