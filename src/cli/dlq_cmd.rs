@@ -4,7 +4,7 @@
 use super::client::AdminClient;
 use super::{Exit, Out};
 use crate::config::Config;
-use crate::runtime::ingest::{dlq, Appender, Indexes};
+use crate::runtime::ingest::dlq;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -72,34 +72,29 @@ async fn through_node(command: &DlqCommand, client: &AdminClient) -> anyhow::Res
 }
 
 async fn direct(command: &DlqCommand, config: Arc<Config>) -> anyhow::Result<Value> {
-    let (log, dlq_log) = {
-        let config = Arc::clone(&config);
-        let (main, dlq) =
-            tokio::task::spawn_blocking(move || crate::runtime::node::open_logs(&config)).await??;
-        (Arc::new(main), Arc::new(dlq))
-    };
-    let indexes = {
-        let (log, dlq_log) = (Arc::clone(&log), Arc::clone(&dlq_log));
-        tokio::task::spawn_blocking(move || Indexes::rebuild(&log, &dlq_log)).await??
-    };
-    let logs = dlq::Logs { main: Appender::new(log), dlq: Appender::new(dlq_log) };
+    let opened = crate::runtime::open::open(&config, Vec::new()).await?;
+    let value = direct_with(command, &opened.ingest).await;
+    opened.close().await?;
+    value
+}
+
+async fn direct_with(command: &DlqCommand, ingest: &crate::runtime::ingest::Ingest) -> anyhow::Result<Value> {
+    let indexes = ingest.indexes();
     let not_found = |id: u64| anyhow::anyhow!("no open dead letter with id {id}");
     Ok(match command {
         DlqCommand::List => Value::Array(indexes.dead_letters().iter().map(dlq::entry_json).collect()),
         DlqCommand::Show { id } => dlq::entry_json(&indexes.dead_letter(*id).ok_or_else(|| not_found(*id))?),
-        DlqCommand::Retry { id: Some(id), .. } => {
-            serde_json::to_value(dlq::retry(&config, &logs, &indexes, *id).await?)?
-        }
+        DlqCommand::Retry { id: Some(id), .. } => serde_json::to_value(dlq::retry(ingest, *id).await?)?,
         DlqCommand::Retry { id: None, .. } => {
             let ids: Vec<u64> = indexes.dead_letters().iter().map(|e| e.id).collect();
             let mut results = Vec::new();
-            for retried in dlq::retry_many(&config, &logs, &indexes, &ids).await {
+            for retried in dlq::retry_many(ingest, &ids).await {
                 results.push(serde_json::to_value(retried?)?);
             }
             Value::Array(results)
         }
         DlqCommand::Drop { id } => {
-            dlq::drop_entry(&logs, &indexes, *id).await?;
+            dlq::drop_entry(ingest, *id).await?;
             json!({ "id": id, "result": "dropped" })
         }
     })

@@ -6,8 +6,6 @@ use super::client::AdminClient;
 use super::{Exit, Out, UsageError};
 use crate::config::Config;
 use crate::connector::SourceStart;
-use crate::runtime::ingest::SourceContext;
-use crate::runtime::ingest::{Appender, Indexes};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -47,56 +45,23 @@ pub async fn run(command: &SourceCommand, config: Arc<Config>, out: &mut Out) ->
 }
 
 async fn direct(name: &str, config: Arc<Config>) -> anyhow::Result<Value> {
-    let (log, dlq_log) = {
-        let config = Arc::clone(&config);
-        let (main, dlq) =
-            tokio::task::spawn_blocking(move || crate::runtime::node::open_logs(&config)).await??;
-        (Arc::new(main), Arc::new(dlq))
-    };
     let source = config.source(name).expect("checked");
     let built = source.spec.build(name, &config)?;
-    let indexes = {
-        let (log, dlq_log) = (Arc::clone(&log), Arc::clone(&dlq_log));
-        let observe = built.observe();
-        let visited: Vec<String> = observe.iter().map(|_| name.to_owned()).collect();
-        let mut visit = move |change: &crate::record::Change| {
-            if let Some(observe) = &observe {
-                observe(change)
-            }
-        };
-        Arc::new(
-            tokio::task::spawn_blocking(move || {
-                Indexes::rebuild_visiting(&log, &dlq_log, &visited, &mut visit)
-            })
-            .await??,
-        )
-    };
-    let context = SourceContext {
-        config: Arc::clone(&config),
-        appender: Appender::new(Arc::clone(&log)),
-        dlq: Appender::new(Arc::clone(&dlq_log)),
-        indexes,
-        logged: Arc::new(crate::runtime::ingest::Logged::new(&config)),
-    };
+    let observers = built.observe().map(|observe| (name.to_owned(), observe)).into_iter().collect();
+    let opened = crate::runtime::open::open(&config, observers).await?;
     // Started without serving: only its catch-up runs, and the shutdown signal stops the rest.
     let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let started = built.start(SourceStart { context, shutdown })?;
-    let Some(catch_up) = started.catch_up.clone() else {
-        let _ = stop.send(true);
-        return Err(UsageError(format!(
+    let started = built.start(SourceStart { ingest: opened.ingest.clone(), shutdown })?;
+    let report = match started.catch_up.clone() {
+        Some(catch_up) => catch_up().await.map_err(|e| anyhow::anyhow!(e)),
+        None => Err(UsageError(format!(
             "source '{name}' is a {} source, which has no catch-up (stripe sources do)",
             source.kind()
         ))
-        .into());
+        .into()),
     };
-    let report = catch_up().await;
     let _ = stop.send(true);
-    drop(catch_up);
     drop(started);
-    for log in [log, dlq_log] {
-        if let Ok(log) = Arc::try_unwrap(log) {
-            tokio::task::spawn_blocking(move || log.close()).await??;
-        }
-    }
-    report.map_err(|e| anyhow::anyhow!(e))
+    opened.close().await?;
+    report
 }

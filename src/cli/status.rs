@@ -60,18 +60,18 @@ impl StatusDisplay {
     }
 
     pub fn update(&mut self, state: &NodeState) {
-        let durable = state.log.durable_offset();
+        let durable = state.engine.durable_offset();
         let elapsed_seconds = self.last_time.elapsed().as_secs_f64().max(0.001);
         let rate = durable.saturating_sub(self.last_offset) as f64 / elapsed_seconds;
         self.last_offset = durable;
         self.last_time = std::time::Instant::now();
         let log_line = format!(
             "log: durable offset {durable}, {rate:.0} records/s in, DLQ {}",
-            state.indexes.dead_letters().len()
+            state.indexes().dead_letters().len()
         );
         let mut lines: Vec<Line> = Vec::new();
         for source in &state.config.sources {
-            let logged = state.logged.get(source.name());
+            let logged = state.logged().get(source.name());
             let rate = self.rate(format!("source {}", source.name()), logged, elapsed_seconds);
             let connected = state.sources.iter().find(|h| h.name == source.name() && h.status.is_some());
             lines.push(match (connected, source.listen()) {

@@ -4,7 +4,7 @@
 use super::client::AdminClient;
 use super::{Exit, Out, UsageError};
 use crate::config::Config;
-use crate::runtime::delivery::state::TargetState;
+use crate::runtime::state::{load_control, store_control, FileStateStore};
 use serde_json::{json, Value};
 
 #[derive(Debug, clap::Subcommand)]
@@ -46,7 +46,7 @@ pub async fn run(command: &TargetCommand, config: &Config, out: &mut Out) -> any
     }
     let value = match AdminClient::connect(config).await {
         Some(client) => through_node(command, &client).await?,
-        None => direct(command, config)?,
+        None => direct(command, config).await?,
     };
     print(command, &value, out)?;
     Ok(Exit::Ok)
@@ -74,28 +74,30 @@ async fn through_node(command: &TargetCommand, client: &AdminClient) -> anyhow::
 }
 
 /// Without a node: read cursors from the data directory, record pauses and rewinds for the next start.
-fn direct(command: &TargetCommand, config: &Config) -> anyhow::Result<Value> {
+async fn direct(command: &TargetCommand, config: &Config) -> anyhow::Result<Value> {
     let data_dir = &config.data_dir;
+    let store = FileStateStore::offline(data_dir);
     match command {
         TargetCommand::List => {
             let (durable, cursors) = match super::log_cmd::open_view(data_dir) {
                 Ok(view) => (view.durable_offset(), view.cursors().clone()),
                 Err(_) => (0, Default::default()),
             };
-            let rows = config.targets.iter().map(|t| {
-                let state = TargetState::load(data_dir, t.name()).unwrap_or_default();
+            let mut rows = Vec::new();
+            for t in &config.targets {
+                let state = load_control(&store, t.name()).await.unwrap_or_default();
                 let cursor = cursors.get(t.name()).copied().unwrap_or(0);
-                json!({"name": t.name(), "kind": t.kind(), "state": if state.paused { "paused" } else { "stopped" },
+                rows.push(json!({"name": t.name(), "kind": t.kind(), "state": if state.paused { "paused" } else { "stopped" },
                     "cursor": cursor, "lag_records": durable.saturating_sub(cursor), "lag_seconds": 0.0,
-                    "last_error": null, "node": "not running"})
-            });
-            Ok(Value::Array(rows.collect()))
+                    "last_error": null, "node": "not running"}));
+            }
+            Ok(Value::Array(rows))
         }
         TargetCommand::Pause { name } | TargetCommand::Resume { name } => {
             let _lock = lock(data_dir)?;
-            let mut state = TargetState::load(data_dir, name)?;
+            let mut state = load_control(&store, name).await?;
             state.paused = matches!(command, TargetCommand::Pause { .. });
-            state.store(data_dir, name)?;
+            store_control(&store, name, &state).await?;
             Ok(
                 json!({"name": name, "state": if state.paused { "paused" } else { "stopped" }, "node": "not running"}),
             )
@@ -104,9 +106,9 @@ fn direct(command: &TargetCommand, config: &Config) -> anyhow::Result<Value> {
             let body = rewind_body(*to_offset, to_time, *to_start)?;
             let _lock = lock(data_dir)?;
             let offset = direct_rewind_offset(config, &body)?;
-            let mut state = TargetState::load(data_dir, name)?;
+            let mut state = load_control(&store, name).await?;
             state.rewind_to = Some(offset);
-            state.store(data_dir, name)?;
+            store_control(&store, name, &state).await?;
             Ok(
                 json!({"name": name, "cursor": offset, "node": "not running: the rewind happens when it starts"}),
             )

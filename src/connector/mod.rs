@@ -17,8 +17,9 @@ pub mod doctor;
 use crate::config::section::SectionCx;
 use crate::config::{Config, InputBinding, TargetCommon};
 use crate::mapping::Mapping;
-use crate::runtime::delivery::worker::{TargetHandle, WorkerContext};
-use crate::runtime::ingest::SourceContext;
+use crate::runtime::delivery::worker::WorkerContext;
+use crate::runtime::delivery::TargetHandle;
+use crate::runtime::ingest::Ingest;
 use crate::util::BoxFuture;
 use std::any::Any;
 use std::sync::{Arc, Mutex};
@@ -111,7 +112,7 @@ pub trait Source: Send {
 /// What a source gets from the node when it starts.
 #[derive(Debug)]
 pub struct SourceStart {
-    pub context: SourceContext,
+    pub ingest: Ingest,
     pub shutdown: watch::Receiver<bool>,
 }
 

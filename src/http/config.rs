@@ -6,7 +6,8 @@ use crate::config::section::{
 use crate::config::{Config, OutputBinding, TargetCommon};
 use crate::connector::{Report, StartError, TargetKind, TargetSpec, TargetStart};
 use crate::mapping::Mapping;
-use crate::runtime::delivery::worker::{self, TargetHandle};
+use crate::runtime::delivery::worker;
+use crate::runtime::delivery::TargetHandle;
 use crate::util::BoxFuture;
 use std::collections::BTreeMap;
 use std::sync::Arc;

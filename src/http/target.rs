@@ -25,7 +25,7 @@
 
 use crate::error_chain;
 use crate::record::Op;
-use crate::runtime::delivery::{blocking_io, Batch, Item, Target, TargetError};
+use crate::runtime::delivery::{blocking_io, Batch, Capabilities, Guarantee, Item, Target, TargetError};
 use crate::util::write_durably;
 use anyhow::Context;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
@@ -180,7 +180,9 @@ impl HttpTarget {
 }
 
 impl Target for HttpTarget {
-    const COLLAPSE: bool = false;
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { collapse: false, guarantee: Guarantee::IdempotencyKeys, batch_records_max: 100_000 }
+    }
 
     async fn open(&mut self, cursor: u64) -> Result<u64, TargetError> {
         let path = self.inflight_path.clone();

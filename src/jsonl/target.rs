@@ -30,7 +30,7 @@
 //! permanent, with its index in the batch.
 
 use crate::record::Op;
-use crate::runtime::delivery::{blocking_io, Batch, Item, Target, TargetError};
+use crate::runtime::delivery::{blocking_io, Batch, Capabilities, Guarantee, Item, Target, TargetError};
 use crate::util::write_durably;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -142,7 +142,9 @@ impl JsonlTarget {
 }
 
 impl Target for JsonlTarget {
-    const COLLAPSE: bool = false;
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { collapse: false, guarantee: Guarantee::OffsetNamed, batch_records_max: 100_000 }
+    }
 
     async fn open(&mut self, cursor: u64) -> Result<u64, TargetError> {
         let dir = self.dir.clone();

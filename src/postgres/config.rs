@@ -10,7 +10,8 @@ use crate::connector::{
     TargetStart,
 };
 use crate::mapping::Mapping;
-use crate::runtime::delivery::worker::{self, TargetHandle};
+use crate::runtime::delivery::worker;
+use crate::runtime::delivery::TargetHandle;
 use crate::util::BoxFuture;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -222,7 +223,7 @@ impl SourceSpec for PostgresSource {
 
 impl Source for PostgresSource {
     fn start(self: Box<Self>, start: SourceStart) -> Result<Started, StartError> {
-        let (status, task) = super::source::spawn(*self, start.context, start.shutdown);
+        let (status, task) = super::source::spawn(*self, start.ingest, start.shutdown);
         Ok(Started { tasks: vec![task], status: Some(status), ..Started::default() })
     }
 }

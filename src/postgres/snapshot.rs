@@ -5,6 +5,7 @@
 
 use super::conn::{quote_ident, quote_literal};
 use super::pgoutput::{Column, Relation};
+use super::source::SourceError;
 use futures_util::StreamExt;
 use serde_json::{Map, Value};
 
@@ -85,14 +86,14 @@ impl TableCopy {
     }
 
     /// The rows of the next chunk the server sent (possibly none); `None` at the end.
-    pub async fn next_rows(&mut self) -> anyhow::Result<Option<Vec<Map<String, Value>>>> {
+    pub async fn next_rows(&mut self) -> Result<Option<Vec<Map<String, Value>>>, SourceError> {
         let Some(chunk) = self.stream.next().await else {
-            anyhow::ensure!(
-                self.pending.is_empty(),
-                "COPY of {}.{} ended in the middle of a row",
-                self.relation.namespace,
-                self.relation.name
-            );
+            if !self.pending.is_empty() {
+                return Err(SourceError::Protocol(format!(
+                    "COPY of {}.{} ended in the middle of a row",
+                    self.relation.namespace, self.relation.name
+                )));
+            }
             return Ok(None);
         };
         self.pending.extend_from_slice(&chunk?);
@@ -108,25 +109,26 @@ impl TableCopy {
 }
 
 /// One line of COPY text format: tab-separated fields, `\N` for NULL, backslash escapes.
-fn parse_line(relation: &Relation, line: &[u8]) -> anyhow::Result<Map<String, Value>> {
+fn parse_line(relation: &Relation, line: &[u8]) -> Result<Map<String, Value>, SourceError> {
     let fields: Vec<&[u8]> = line.split(|&b| b == b'\t').collect();
-    anyhow::ensure!(
-        fields.len() == relation.columns.len(),
-        "COPY row of {}.{} has {} fields, the table {} columns",
-        relation.namespace,
-        relation.name,
-        fields.len(),
-        relation.columns.len()
-    );
+    if fields.len() != relation.columns.len() {
+        return Err(SourceError::Protocol(format!(
+            "COPY row of {}.{} has {} fields, the table {} columns",
+            relation.namespace,
+            relation.name,
+            fields.len(),
+            relation.columns.len()
+        )));
+    }
     let mut object = Map::new();
     for (column, field) in relation.columns.iter().zip(fields) {
         let value = if field == b"\\N" {
             Value::Null
         } else {
             let text = String::from_utf8(unescape(field))
-                .map_err(|_| anyhow::anyhow!("column {} is not UTF-8", column.name))?;
+                .map_err(|_| SourceError::Protocol(format!("column {} is not UTF-8", column.name)))?;
             super::types::text_to_json(column.type_oid, &text)
-                .map_err(|e| anyhow::anyhow!("column {}: {e}", column.name))?
+                .map_err(|e| SourceError::Protocol(format!("column {}: {e}", column.name)))?
         };
         object.insert(column.name.clone(), value);
     }

@@ -23,14 +23,13 @@ use super::pgoutput::Relation;
 use super::snapshot;
 use super::stream::Streamer;
 use crate::connector::SourceStatus;
-use crate::record::{self, Change, DeadLetter, Decoded, FieldError, Op, KIND_CHANGE, KIND_DEAD_LETTER};
+use crate::record::{Change, DeadLetter, FieldError, Op};
 use crate::runtime::ingest::remix_in::{remix_in_owned, Origin, Rejected};
-use crate::runtime::ingest::SourceContext;
-use remix_storage::{AppendRecord, Log};
+use crate::runtime::ingest::{ChangeBatch, ChangeFold, Ingest};
+use crate::runtime::state::{StateKey, StateStore};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -42,6 +41,29 @@ const RETRY_BASE_MS: u64 = 500;
 const RETRY_MAX_MS: u64 = 30_000;
 const SNAPSHOT_PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
 
+/// Why a session of the source ended (it reconnects with backoff after any of them).
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(transparent)]
+    Sql(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Replication(#[from] super::conn::PgError),
+    #[error(transparent)]
+    Connect(#[from] super::tls::ConnectError),
+    #[error(transparent)]
+    Append(#[from] crate::runtime::ingest::AppendError),
+    #[error(transparent)]
+    Log(#[from] crate::runtime::engine::EngineError),
+    #[error(transparent)]
+    State(#[from] crate::runtime::state::StateError),
+    /// The server sent something this source cannot follow.
+    #[error("{0}")]
+    Protocol(String),
+    /// The source's progress file does not parse.
+    #[error("progress of source {source_name}: {message}")]
+    Progress { source_name: String, message: String },
+}
+
 /// Persisted per-source state (`<data_dir>/sources/<name>.json`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -50,42 +72,35 @@ struct SourceState {
     snapshot_done: bool,
 }
 
-fn state_path(data_dir: &Path, name: &str) -> PathBuf {
-    data_dir.join("sources").join(format!("{name}.json"))
-}
-
 impl SourceState {
-    fn load(data_dir: &Path, name: &str) -> anyhow::Result<SourceState> {
-        match std::fs::read(state_path(data_dir, name)) {
-            Ok(bytes) => Ok(serde_json::from_slice(&bytes)?),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SourceState::default()),
-            Err(e) => Err(e.into()),
+    async fn load(store: &dyn StateStore, name: &str) -> Result<SourceState, SourceError> {
+        match store.load(&StateKey::SourceProgress(name.to_owned())).await? {
+            None => Ok(SourceState::default()),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| SourceError::Progress { source_name: name.to_owned(), message: e.to_string() }),
         }
     }
-    fn store(&self, data_dir: &Path, name: &str) -> anyhow::Result<()> {
-        let path = state_path(data_dir, name);
-        std::fs::create_dir_all(path.parent().expect("has a parent"))?;
-        Ok(crate::util::write_durably(&path, &serde_json::to_vec_pretty(self)?)?)
+
+    async fn store(&self, store: &dyn StateStore, name: &str) -> Result<(), SourceError> {
+        let bytes = serde_json::to_vec_pretty(self).expect("serializable");
+        Ok(store.store(&StateKey::SourceProgress(name.to_owned()), bytes).await?)
     }
 }
 
 /// Starts the source; it reconnects with backoff until shutdown.
 pub fn spawn(
     config: PostgresSource,
-    context: SourceContext,
+    ingest: Ingest,
     shutdown: watch::Receiver<bool>,
 ) -> (Arc<Mutex<SourceStatus>>, JoinHandle<()>) {
     let status = Arc::new(Mutex::new(SourceStatus { state: "starting".into(), ..Default::default() }));
-    let data_dir = context.config.data_dir.clone();
-    let source =
-        Source { config, context, data_dir, shutdown, status: Arc::clone(&status), progressed: false };
+    let source = Source { config, ingest, shutdown, status: Arc::clone(&status), progressed: false };
     (status, tokio::spawn(source.run()))
 }
 
 pub(super) struct Source {
     pub(super) config: PostgresSource,
-    pub(super) context: SourceContext,
-    pub(super) data_dir: PathBuf,
+    pub(super) ingest: Ingest,
     pub(super) shutdown: watch::Receiver<bool>,
     pub(super) status: Arc<Mutex<SourceStatus>>,
     /// The last session confirmed a position: it was healthy, so the backoff starts over.
@@ -118,10 +133,10 @@ impl Source {
             }
             let delay = (RETRY_BASE_MS << attempt.min(6)).min(RETRY_MAX_MS);
             attempt += 1;
-            tracing::error!(source = %self.name(), "{error:#}; reconnecting in {delay} ms");
+            tracing::error!(source = %self.name(), "{}; reconnecting in {delay} ms", crate::error_chain(&error));
             self.set_status(|s| {
                 s.state = "retrying".into();
-                s.last_error = Some(format!("{error:#}"));
+                s.last_error = Some(crate::error_chain(&error));
             });
             metrics::counter!("remix_source_errors_total", "source" => self.name().to_owned()).increment(1);
             tokio::select! {
@@ -132,7 +147,7 @@ impl Source {
     }
 
     /// One connection's worth of work; `Ok` only on shutdown.
-    async fn session(&mut self) -> anyhow::Result<()> {
+    async fn session(&mut self) -> Result<(), SourceError> {
         let (client, connection) = super::tls::connect(&self.config.dsn).await?;
         let connection = tokio::spawn(connection);
         let result = self.session_with(&client).await;
@@ -141,13 +156,13 @@ impl Source {
         result
     }
 
-    async fn session_with(&mut self, client: &tokio_postgres::Client) -> anyhow::Result<()> {
+    async fn session_with(&mut self, client: &tokio_postgres::Client) -> Result<(), SourceError> {
         ensure_publication(client, &self.config).await?;
         let slot_exists = client
             .query_opt("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", &[&self.config.slot])
             .await?
             .is_some();
-        let mut state = SourceState::load(&self.data_dir, self.name())?;
+        let mut state = SourceState::load(self.ingest.state().as_ref(), self.name()).await?;
         let wants_snapshot = self.config.snapshot == SnapshotMode::Initial && !state.snapshot_done;
         let info = parse_dsn(&self.config.dsn)?;
         let mut repl = ReplicationConn::connect(&info).await?;
@@ -164,7 +179,7 @@ impl Source {
                 self.snapshot(&snapshot_name, lsn).await?;
             }
             state.snapshot_done = true;
-            state.store(&self.data_dir, self.name())?;
+            state.store(self.ingest.state().as_ref(), self.name()).await?;
             start_lsn = lsn;
         }
         let stream = repl.start_replication(&self.config.slot, start_lsn, &self.config.publication).await?;
@@ -176,7 +191,7 @@ impl Source {
     }
 
     /// Copies every table inside the exported snapshot and logs the rows as upserts.
-    async fn snapshot(&mut self, snapshot_name: &str, lsn: u64) -> anyhow::Result<()> {
+    async fn snapshot(&mut self, snapshot_name: &str, lsn: u64) -> Result<(), SourceError> {
         self.set_status(|s| s.state = "snapshot".into());
         let (client, connection) = super::tls::connect(&self.config.dsn).await?;
         let connection = tokio::spawn(connection);
@@ -186,12 +201,12 @@ impl Source {
         let mut total_rows = 0;
         for table in self.config.tables.clone() {
             let relation = snapshot::table_relation(&client, &table.schema, &table.table).await?;
-            anyhow::ensure!(
-                !relation.columns.is_empty(),
-                "table {}.{} does not exist or has no columns",
-                table.schema,
-                table.table
-            );
+            if relation.columns.is_empty() {
+                let (schema, name) = (&table.schema, &table.table);
+                return Err(SourceError::Protocol(format!(
+                    "table {schema}.{name} does not exist or has no columns"
+                )));
+            }
             let estimate = snapshot::estimated_rows(&client, &table.schema, &table.table).await;
             tracing::info!(source = %self.name(), "snapshot of {}.{}: about {estimate} rows", table.schema, table.table);
             self.set_status(|s| {
@@ -219,19 +234,17 @@ impl Source {
 
     /// The keys whose objects this source's changes in the log leave at the targets (none when it
     /// logged nothing): after an interrupted snapshot, the rows its attempts copied.
-    async fn logged_keys(&self) -> anyhow::Result<LoggedKeys> {
-        if self.context.indexes.last_position(self.name()).is_none() {
+    async fn logged_keys(&self) -> Result<LoggedKeys, SourceError> {
+        if self.ingest.last_position(self.name()).is_none() {
             return Ok(LoggedKeys::default());
         }
-        let log = Arc::clone(self.context.appender.log());
-        let name = self.name().to_owned();
-        tokio::task::spawn_blocking(move || LoggedKeys::scan(&log, &name)).await?
+        Ok(self.ingest.scan_changes(self.name(), LoggedKeys::default()).await?)
     }
 
     /// Deletes the logged keys the new snapshot did not hold: rows an interrupted attempt copied that
     /// were deleted before this snapshot's consistent point.
-    async fn delete_gone(&self, gone: LoggedKeys, lsn: u64) -> anyhow::Result<()> {
-        let mut records = Vec::new();
+    async fn delete_gone(&self, gone: LoggedKeys, lsn: u64) -> Result<(), SourceError> {
+        let mut batch = ChangeBatch::new();
         let mut n = 0u64;
         for (model, keys) in gone.0 {
             for key in keys {
@@ -240,20 +253,20 @@ impl Source {
                     position: format!("snapshot:{}:gone:{model}:{n}", format_lsn(lsn)),
                     model: model.clone(),
                     op: Op::Delete,
-                    key: serde_json::from_str(&key)?,
+                    key: serde_json::from_str(&key).expect("a logged key is JSON"),
                     data: None,
                     unchanged: Vec::new(),
                     idempotency_key: None,
                 };
                 n += 1;
-                records.push(AppendRecord { kind: KIND_CHANGE, payload: serde_json::to_vec(&change)? });
-                if records.len() >= SNAPSHOT_CHUNK_ROWS {
-                    self.context.appender.append(std::mem::take(&mut records)).await?;
+                batch.push(&change);
+                if batch.len() >= SNAPSHOT_CHUNK_ROWS {
+                    self.ingest.append(self.name(), std::mem::take(&mut batch)).await?;
                 }
             }
         }
-        if !records.is_empty() {
-            self.context.appender.append(records).await?;
+        if !batch.is_empty() {
+            self.ingest.append(self.name(), batch).await?;
         }
         if n > 0 {
             tracing::info!(source = %self.name(), "snapshot: {n} rows an interrupted snapshot had copied are gone; deleted");
@@ -270,7 +283,7 @@ impl Source {
         unchanged: &[String],
         position: String,
     ) -> Result<Change, Box<DeadLetter>> {
-        let model = self.context.config.model(&table.binding.model).expect("config checked the model");
+        let model = self.ingest.model(&table.binding.model);
         let origin = Origin { source: self.name(), position: position.clone(), idempotency_key: None };
         remix_in_owned(&table.binding, model, row, op, unchanged, origin).map_err(|rejected| {
             let Rejected { errors, input } = *rejected;
@@ -286,18 +299,10 @@ impl Source {
         })
     }
 
-    pub(super) async fn dead_letter(&self, letter: Box<DeadLetter>) -> anyhow::Result<()> {
+    pub(super) async fn dead_letter(&self, letter: Box<DeadLetter>) -> Result<(), SourceError> {
         let letter = *letter;
-        let payload = serde_json::to_vec(&letter)?;
-        let appended =
-            self.context.dlq.append(vec![AppendRecord { kind: KIND_DEAD_LETTER, payload }]).await?;
         tracing::warn!(source = %self.name(), position = %letter.position, "row sent to the DLQ: {:?}", letter.errors);
-        let entry = crate::runtime::ingest::DlqEntry {
-            id: appended.first_offset,
-            time_ms: appended.timestamp_ms,
-            letter,
-        };
-        self.context.indexes.add_dead_letter(entry);
+        self.ingest.dead_letters().append(vec![letter]).await?;
         Ok(())
     }
 }
@@ -306,28 +311,21 @@ impl Source {
 #[derive(Debug, Default)]
 struct LoggedKeys(HashMap<String, std::collections::HashSet<String>>);
 
-impl LoggedKeys {
-    fn scan(log: &Log, source: &str) -> anyhow::Result<LoggedKeys> {
-        let mut keys = LoggedKeys::default();
-        for entry in log.reader(log.first_offset())? {
-            let entry = entry?;
-            let Decoded::Change(change) = record::decode(entry.kind, &entry.payload) else { continue };
-            if change.source != source {
-                continue;
+impl ChangeFold for LoggedKeys {
+    fn fold(&mut self, change: Change) {
+        let model = self.0.entry(change.model).or_default();
+        match change.op {
+            Op::Upsert => model.insert(change.key.to_string()),
+            Op::Delete => model.remove(&change.key.to_string()),
+            Op::Truncate => {
+                model.clear();
+                true
             }
-            let model = keys.0.entry(change.model).or_default();
-            match change.op {
-                Op::Upsert => model.insert(change.key.to_string()),
-                Op::Delete => model.remove(&change.key.to_string()),
-                Op::Truncate => {
-                    model.clear();
-                    true
-                }
-            };
-        }
-        Ok(keys)
+        };
     }
+}
 
+impl LoggedKeys {
     /// The new snapshot holds this change's object.
     fn copied(&mut self, change: &Change) {
         if let Some(model) = self.0.get_mut(&change.model) {
@@ -343,7 +341,7 @@ struct SnapshotCopier<'a> {
     lsn: u64,
     estimate: u64,
     rows: u64,
-    records: Vec<AppendRecord>,
+    records: ChangeBatch,
     last_progress: Instant,
     started: Instant,
     /// What earlier attempts logged; the keys this copy holds are taken out.
@@ -365,14 +363,14 @@ impl<'a> SnapshotCopier<'a> {
             lsn,
             estimate,
             rows: 0,
-            records: Vec::new(),
+            records: ChangeBatch::new(),
             last_progress: now,
             started: now,
             logged_keys,
         }
     }
 
-    async fn row(&mut self, row: serde_json::Map<String, Value>) -> anyhow::Result<()> {
+    async fn row(&mut self, row: serde_json::Map<String, Value>) -> Result<(), SourceError> {
         let position = format!(
             "snapshot:{}:{}.{}:{}",
             format_lsn(self.lsn),
@@ -384,7 +382,7 @@ impl<'a> SnapshotCopier<'a> {
         match self.source.remix(self.table, Value::Object(row), Op::Upsert, &[], position) {
             Ok(change) => {
                 self.logged_keys.copied(&change);
-                self.records.push(AppendRecord { kind: KIND_CHANGE, payload: serde_json::to_vec(&change)? })
+                self.records.push(&change)
             }
             Err(letter) => self.source.dead_letter(letter).await?,
         }
@@ -394,12 +392,10 @@ impl<'a> SnapshotCopier<'a> {
         Ok(())
     }
 
-    async fn flush(&mut self) -> anyhow::Result<()> {
+    async fn flush(&mut self) -> Result<(), SourceError> {
         if !self.records.is_empty() {
-            let records = std::mem::take(&mut self.records);
-            let count = records.len() as u64;
-            self.source.context.appender.append(records).await?;
-            self.source.context.logged.add(self.source.name(), count);
+            let batch = std::mem::take(&mut self.records);
+            self.source.ingest.append(self.source.name(), batch).await?;
         }
         let name = self.source.name().to_owned();
         let rows = self.rows;
@@ -417,7 +413,10 @@ impl<'a> SnapshotCopier<'a> {
 }
 
 /// Publication: created for the configured tables when missing; missing tables are added.
-async fn ensure_publication(client: &tokio_postgres::Client, config: &PostgresSource) -> anyhow::Result<()> {
+async fn ensure_publication(
+    client: &tokio_postgres::Client,
+    config: &PostgresSource,
+) -> Result<(), SourceError> {
     let tables: Vec<String> = config
         .tables
         .iter()

@@ -6,11 +6,12 @@ use super::config::TableBinding;
 use super::conn::{format_lsn, parse_lsn, PgError, Replication, ReplicationStream};
 use super::fast::FastPlan;
 use super::pgoutput::{self, Message, OldKind, Relation, Tuple};
-use super::source::{missing_columns, Source};
+use super::source::{missing_columns, Source, SourceError};
 use super::types;
-use crate::record::{Change, DeadLetter, FieldError, Op, KIND_CHANGE};
+use crate::record::{Change, DeadLetter, FieldError, Op};
+use crate::runtime::engine::Appended;
 use crate::runtime::ingest::AppendError;
-use remix_storage::{AppendRecord, Appended};
+use crate::runtime::ingest::ChangeBatch;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
@@ -36,19 +37,15 @@ type Pending = JoinHandle<Result<Appended, AppendError>>;
 /// Changes waiting to be appended, and what their durability confirms.
 #[derive(Default)]
 struct Chunk {
-    records: Vec<AppendRecord>,
-    bytes: usize,
+    /// The changes, and the position of the last change seen (logged or not).
+    batch: ChangeBatch,
     /// End LSN of the last commit wholly in this chunk (or in earlier ones).
     commit_end: Option<u64>,
-    last_position: Option<String>,
 }
 
 struct Inflight {
-    /// How many records the append holds.
-    records: u64,
     pending: Pending,
     commit_end: Option<u64>,
-    last_position: Option<String>,
 }
 
 /// A relation as last announced, with the table that binds it (if any) and the mapped columns it
@@ -60,6 +57,9 @@ struct Bound {
     /// How to write its upserts directly, when they need no mapping or validator (see [`super::fast`]).
     fast: Option<FastPlan>,
 }
+
+/// A relation and the table binding it.
+type BoundTable = (Arc<Bound>, Arc<TableBinding>);
 
 /// `<commit LSN>:<ordinal>` of a streamed change, parsed for comparison.
 fn parse_position(position: &str) -> Option<(u64, u64)> {
@@ -100,11 +100,10 @@ impl<'a> Streamer<'a> {
             .iter()
             .map(|t| (format!("{}.{}", t.schema, t.table), Arc::new(t.clone())))
             .collect();
-        let skip_through =
-            source.context.indexes.last_position(source.name()).as_deref().and_then(parse_position);
+        let skip_through = source.ingest.last_position(source.name()).as_deref().and_then(parse_position);
         let dead_lettered = source
-            .context
-            .indexes
+            .ingest
+            .indexes()
             .dead_letter_positions(source.name())
             .into_iter()
             .filter(|p| parse_position(p).is_some_and(|at| skip_through.is_none_or(|through| at > through)))
@@ -128,21 +127,20 @@ impl<'a> Streamer<'a> {
         }
     }
 
-    pub(super) async fn run(mut self) -> anyhow::Result<()> {
+    pub(super) async fn run(mut self) -> Result<(), SourceError> {
         let Err(error) = self.stream().await else { return self.finish().await };
         self.source.progressed = self.confirmed > 0;
-        // The append in flight still lands: note its last position, so that the next session drops
-        // those changes when the server sends them again (they were not confirmed).
+        // The append in flight still lands, and records its last position when it does, so that
+        // the next session drops those changes when the server sends them again (they were not
+        // confirmed); wait for it, so the next session starts from there.
         if let Some(inflight) = self.inflight.take() {
-            if let (Ok(Ok(_)), Some(position)) = (inflight.pending.await, inflight.last_position) {
-                self.source.context.indexes.set_last_position(self.source.name(), position);
-            }
+            let _ = inflight.pending.await;
         }
         Err(error)
     }
 
     /// Streams until shutdown (`Ok`) or an error.
-    async fn stream(&mut self) -> anyhow::Result<()> {
+    async fn stream(&mut self) -> Result<(), SourceError> {
         let mut shutdown = self.source.shutdown.clone();
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         loop {
@@ -160,7 +158,7 @@ impl<'a> Streamer<'a> {
     }
 
     /// On shutdown: wait for the append in flight, tell the server what is durable, close.
-    async fn finish(mut self) -> anyhow::Result<()> {
+    async fn finish(mut self) -> Result<(), SourceError> {
         self.settle(true).await?;
         self.send_status().await?;
         let _ = self.stream.close().await;
@@ -178,40 +176,37 @@ impl<'a> Streamer<'a> {
     }
 
     /// Collects a finished append, starts the next one; with `drain`, waits until nothing is pending.
-    async fn settle(&mut self, drain: bool) -> anyhow::Result<()> {
+    async fn settle(&mut self, drain: bool) -> Result<(), SourceError> {
         loop {
             if let Some(inflight) = &self.inflight {
-                let must_wait = drain || self.chunk.bytes >= CHUNK_BYTES_MAX;
+                let must_wait = drain || self.chunk.batch.bytes() >= CHUNK_BYTES_MAX;
                 if !inflight.pending.is_finished() && !must_wait {
                     return Ok(());
                 }
                 let inflight = self.inflight.take().expect("checked");
-                inflight.pending.await??;
-                self.source.context.logged.add(self.source.name(), inflight.records);
-                if let Some(position) = inflight.last_position {
-                    self.source.context.indexes.set_last_position(self.source.name(), position);
-                }
+                inflight
+                    .pending
+                    .await
+                    .map_err(|e| SourceError::Protocol(format!("the append task failed: {e}")))??;
                 if let Some(end) = inflight.commit_end {
                     self.confirmed = self.confirmed.max(end);
                 }
             }
             let chunk = std::mem::take(&mut self.chunk);
-            if chunk.records.is_empty() {
+            if chunk.batch.is_empty() {
                 if let Some(end) = chunk.commit_end {
                     self.confirmed = self.confirmed.max(end);
                 }
-                if let Some(position) = chunk.last_position {
-                    self.source.context.indexes.set_last_position(self.source.name(), position);
+                if let Some(position) = chunk.batch.last_position() {
+                    self.source.ingest.passed(self.source.name(), position.to_owned());
                 }
                 return Ok(());
             }
-            let appender = self.source.context.appender.clone();
-            let records = chunk.records;
+            let (ingest, name) = (self.source.ingest.clone(), self.source.name().to_owned());
+            let batch = chunk.batch;
             self.inflight = Some(Inflight {
-                records: records.len() as u64,
-                pending: tokio::spawn(async move { appender.append(records).await }),
+                pending: tokio::spawn(async move { ingest.append(&name, batch).await }),
                 commit_end: chunk.commit_end,
-                last_position: chunk.last_position,
             });
             if !drain {
                 return Ok(());
@@ -220,11 +215,11 @@ impl<'a> Streamer<'a> {
     }
 
     /// Handles one replication message; returns whether the server asked for a reply.
-    async fn handle(&mut self, message: Replication) -> anyhow::Result<bool> {
+    async fn handle(&mut self, message: Replication) -> Result<bool, SourceError> {
         match message {
             Replication::Keepalive { wal_end, reply_requested, .. } => {
                 self.server_end = self.server_end.max(wal_end);
-                let idle = self.txn.is_none() && self.inflight.is_none() && self.chunk.records.is_empty();
+                let idle = self.txn.is_none() && self.inflight.is_none() && self.chunk.batch.is_empty();
                 if idle && self.chunk.commit_end.is_none() {
                     self.confirmed = self.confirmed.max(wal_end);
                 }
@@ -232,14 +227,15 @@ impl<'a> Streamer<'a> {
             }
             Replication::XLogData { wal_end, data, .. } => {
                 self.server_end = self.server_end.max(wal_end);
-                let message = pgoutput::decode(&data).map_err(|e| anyhow::anyhow!("pgoutput: {e}"))?;
+                let message =
+                    pgoutput::decode(&data).map_err(|e| SourceError::Protocol(format!("pgoutput: {e}")))?;
                 self.apply(message).await?;
                 Ok(false)
             }
         }
     }
 
-    async fn apply(&mut self, message: Message) -> anyhow::Result<()> {
+    async fn apply(&mut self, message: Message) -> Result<(), SourceError> {
         match message {
             Message::Begin { final_lsn, .. } => {
                 self.txn = Some((final_lsn, 0));
@@ -261,7 +257,7 @@ impl<'a> Streamer<'a> {
                 let table = self.tables.get(&format!("{}.{}", relation.namespace, relation.name)).cloned();
                 let missing = table.as_ref().map(|t| missing_columns(t, &relation)).unwrap_or_default();
                 let fast = table.as_ref().filter(|_| missing.is_empty()).and_then(|table| {
-                    let model = self.source.context.config.model(&table.binding.model)?;
+                    let model = self.source.ingest.config.model(&table.binding.model)?;
                     FastPlan::new(&relation, &table.binding, model)
                 });
                 if fast.is_some() {
@@ -284,9 +280,11 @@ impl<'a> Streamer<'a> {
     }
 
     /// The next position in the current transaction, and whether the log already has it.
-    fn next_position(&mut self) -> anyhow::Result<(String, bool)> {
-        let (lsn, ordinal) =
-            self.txn.as_mut().ok_or_else(|| anyhow::anyhow!("a change outside a transaction"))?;
+    fn next_position(&mut self) -> Result<(String, bool), SourceError> {
+        let (lsn, ordinal) = self
+            .txn
+            .as_mut()
+            .ok_or_else(|| SourceError::Protocol("a change outside a transaction".into()))?;
         let position = (*lsn, *ordinal);
         *ordinal += 1;
         let logged = self.skip_through.is_some_and(|through| position <= through);
@@ -298,11 +296,11 @@ impl<'a> Streamer<'a> {
     }
 
     /// The relation and its table, `None` for a relation no table of this source binds.
-    fn binding(&self, relation: u32) -> anyhow::Result<Option<(Arc<Bound>, Arc<TableBinding>)>> {
+    fn binding(&self, relation: u32) -> Result<Option<BoundTable>, SourceError> {
         let bound = self
             .relations
             .get(&relation)
-            .ok_or_else(|| anyhow::anyhow!("change for unknown relation {relation}"))?;
+            .ok_or_else(|| SourceError::Protocol(format!("change for unknown relation {relation}")))?;
         Ok(bound.table.clone().map(|table| (Arc::clone(bound), table)))
     }
 
@@ -312,7 +310,7 @@ impl<'a> Streamer<'a> {
         old: Option<(OldKind, Tuple)>,
         new: Option<Tuple>,
         op: Op,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), SourceError> {
         let (position, logged) = self.next_position()?;
         let Some((bound, table)) = self.binding(relation)? else { return Ok(()) };
         if logged {
@@ -330,13 +328,15 @@ impl<'a> Streamer<'a> {
         let relation = &bound.relation;
         let mut changes = Vec::new();
         let old_row = match &old {
-            Some((_, tuple)) => Some(types::tuple_to_object(relation, tuple).map_err(anyhow::Error::msg)?.0),
+            Some((_, tuple)) => {
+                Some(types::tuple_to_object(relation, tuple).map_err(SourceError::Protocol)?.0)
+            }
             None => None,
         };
         match (op, new) {
             (Op::Upsert, Some(tuple)) => {
                 let (row, unchanged) =
-                    types::tuple_to_object(relation, &tuple).map_err(anyhow::Error::msg)?;
+                    types::tuple_to_object(relation, &tuple).map_err(SourceError::Protocol)?;
                 if let (Some((OldKind::Key, _)), Some(old_row)) = (&old, old_row) {
                     // The key changed: the old key goes first.
                     changes.push(self.source.remix(
@@ -362,7 +362,8 @@ impl<'a> Streamer<'a> {
                 });
             }
             _ => {
-                let row = old_row.ok_or_else(|| anyhow::anyhow!("a delete without its old key"))?;
+                let row =
+                    old_row.ok_or_else(|| SourceError::Protocol("a delete without its old key".into()))?;
                 changes.push(self.source.remix(
                     &table,
                     Value::Object(row),
@@ -375,7 +376,7 @@ impl<'a> Streamer<'a> {
         self.push(changes, position).await
     }
 
-    async fn truncate(&mut self, relations: &[u32]) -> anyhow::Result<()> {
+    async fn truncate(&mut self, relations: &[u32]) -> Result<(), SourceError> {
         for &relation in relations {
             let (position, logged) = self.next_position()?;
             let Some((_, table)) = self.binding(relation)? else { continue };
@@ -401,12 +402,12 @@ impl<'a> Streamer<'a> {
         &mut self,
         changes: Vec<Result<Change, Box<DeadLetter>>>,
         position: String,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), SourceError> {
         for change in changes {
             match change {
                 Ok(change) => {
                     let mut payload = Vec::with_capacity(self.payload_bytes_hint);
-                    serde_json::to_writer(&mut payload, &change)?;
+                    serde_json::to_writer(&mut payload, &change).expect("a change serializes");
                     self.add_payload(payload);
                 }
                 Err(letter) => self.source.dead_letter(letter).await?,
@@ -418,14 +419,13 @@ impl<'a> Streamer<'a> {
     /// Adds a change record to the chunk.
     fn add_payload(&mut self, payload: Vec<u8>) {
         self.payload_bytes_hint = (payload.len() + PAYLOAD_HINT_SLACK_BYTES).min(PAYLOAD_HINT_BYTES_MAX);
-        self.chunk.bytes += payload.len();
-        self.chunk.records.push(AppendRecord { kind: KIND_CHANGE, payload });
+        self.chunk.batch.push_encoded(payload);
     }
 
     /// Ends the records of the change at `position`, appending the chunk once it is large enough.
-    async fn end_row(&mut self, position: String) -> anyhow::Result<()> {
-        self.chunk.last_position = Some(position);
-        if self.chunk.bytes >= CHUNK_BYTES_MAX {
+    async fn end_row(&mut self, position: String) -> Result<(), SourceError> {
+        self.chunk.batch.set_last_position(position);
+        if self.chunk.batch.bytes() >= CHUNK_BYTES_MAX {
             self.settle(false).await?;
         }
         Ok(())

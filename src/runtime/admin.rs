@@ -2,7 +2,7 @@
 //! CLI uses while a node runs. Mutations need `Authorization: Bearer <admin.token>` when a token is
 //! configured (required when the API listens beyond loopback).
 
-use crate::runtime::delivery::worker::RewindTo;
+use crate::runtime::delivery::RewindTo;
 use crate::runtime::ingest::dlq;
 use crate::runtime::node::NodeState;
 use axum::extract::{Path, State};
@@ -63,7 +63,7 @@ async fn readyz(State(state): Shared) -> Response {
 }
 
 async fn metrics(State(state): Shared) -> Response {
-    let stat = state.log.stat();
+    let stat = state.engine.stat();
     metrics::gauge!("remix_log_durable_offset").set(stat.durable_offset as f64);
     metrics::gauge!("remix_log_first_offset").set(stat.first_offset as f64);
     metrics::gauge!("remix_log_bytes").set(stat.bytes as f64);
@@ -75,7 +75,7 @@ async fn metrics(State(state): Shared) -> Response {
         metrics::gauge!("remix_target_lag_seconds", "target" => status.name.clone()).set(status.lag_seconds);
         metrics::gauge!("remix_target_cursor", "target" => status.name).set(status.cursor as f64);
     }
-    metrics::gauge!("remix_dlq_size").set(state.indexes.dead_letters().len() as f64);
+    metrics::gauge!("remix_dlq_size").set(state.indexes().dead_letters().len() as f64);
     ([("content-type", "text/plain; version=0.0.4")], state.metrics.render()).into_response()
 }
 
@@ -87,7 +87,7 @@ async fn control(
     state: &NodeState,
     headers: &HeaderMap,
     name: &str,
-) -> Result<crate::runtime::delivery::worker::TargetHandle, Response> {
+) -> Result<crate::runtime::delivery::TargetHandle, Response> {
     authorized(state, headers)?;
     state.target(name).cloned().ok_or_else(|| failure(StatusCode::NOT_FOUND, format!("no target '{name}'")))
 }
@@ -158,11 +158,11 @@ async fn rewind(
 }
 
 async fn dlq_list(State(state): Shared) -> Response {
-    Json(state.indexes.dead_letters().iter().map(dlq::entry_json).collect::<Vec<_>>()).into_response()
+    Json(state.indexes().dead_letters().iter().map(dlq::entry_json).collect::<Vec<_>>()).into_response()
 }
 
 async fn dlq_show(State(state): Shared, Path(id): Path<u64>) -> Response {
-    match state.indexes.dead_letter(id) {
+    match state.indexes().dead_letter(id) {
         Some(entry) => Json(dlq::entry_json(&entry)).into_response(),
         None => failure(StatusCode::NOT_FOUND, format!("no open dead letter with id {id}")),
     }
@@ -179,7 +179,7 @@ async fn dlq_retry(State(state): Shared, headers: HeaderMap, Path(id): Path<u64>
     if let Err(response) = authorized(&state, &headers) {
         return response;
     }
-    match dlq::retry(&state.config, &state.logs, &state.indexes, id).await {
+    match dlq::retry(&state.ingest, id).await {
         Ok(retried) => Json(retried).into_response(),
         Err(e) => dlq_failure(e),
     }
@@ -189,8 +189,8 @@ async fn dlq_retry_all(State(state): Shared, headers: HeaderMap) -> Response {
     if let Err(response) = authorized(&state, &headers) {
         return response;
     }
-    let ids: Vec<u64> = state.indexes.dead_letters().iter().map(|e| e.id).collect();
-    let retried = dlq::retry_many(&state.config, &state.logs, &state.indexes, &ids).await;
+    let ids: Vec<u64> = state.indexes().dead_letters().iter().map(|e| e.id).collect();
+    let retried = dlq::retry_many(&state.ingest, &ids).await;
     let results: Vec<_> = ids
         .iter()
         .zip(retried)
@@ -206,7 +206,7 @@ async fn dlq_drop(State(state): Shared, headers: HeaderMap, Path(id): Path<u64>)
     if let Err(response) = authorized(&state, &headers) {
         return response;
     }
-    match dlq::drop_entry(&state.logs, &state.indexes, id).await {
+    match dlq::drop_entry(&state.ingest, id).await {
         Ok(()) => Json(json!({ "id": id, "result": "dropped" })).into_response(),
         Err(e) => dlq_failure(e),
     }

@@ -3,6 +3,9 @@
 
 pub mod admin;
 pub mod delivery;
+pub mod engine;
 pub mod ingest;
 pub mod node;
+pub mod open;
 pub mod serve;
+pub mod state;

@@ -1,15 +1,17 @@
-//! `remix run`: the node. Opens the log, rebuilds the in-memory indexes, starts one worker per target,
-//! serves the sources and the admin API, applies retention, and shuts down gracefully: stop accepting,
-//! let in-flight appends finish (their senders get their answer), stop the workers after their current
-//! batch (cursors saved), close the log.
+//! `remix run`: the node. Opens the data directory (logs, state, indexes), starts one worker per
+//! target, serves the sources and the admin API, applies retention, and shuts down gracefully: stop
+//! accepting, let in-flight appends finish (their senders get their answer), stop the workers after
+//! their current batch (cursors saved), close the logs.
 
+use super::engine::LogEngine;
+use super::open::{open, OpenError};
 use crate::config::Config;
-use crate::connector::{CatchUp, Observer, Source, SourceStart, SourceStatus, TargetStart};
-use crate::runtime::delivery::worker::{TargetHandle, WorkerContext};
-use crate::runtime::ingest::SourceContext;
-use crate::runtime::ingest::{Appender, Indexes};
-use anyhow::Context;
-use remix_storage::{Log, LogOptions, OsFs, RetentionPolicy};
+use crate::connector::{CatchUp, Source, SourceStart, SourceStatus, StartError, TargetStart};
+use crate::runtime::delivery::worker::WorkerContext;
+use crate::runtime::delivery::TargetHandle;
+use crate::runtime::ingest::{Indexes, Ingest, Logged};
+use crate::runtime::state::StateStore;
+use remix_storage::RetentionPolicy;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,20 +20,28 @@ use tokio::sync::watch;
 /// How often retention runs.
 const RETENTION_INTERVAL_SECONDS: u64 = 60;
 
+/// Why the node stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error(transparent)]
+    Serve(#[from] super::serve::ServeError),
+    #[error("metrics: {0}")]
+    Metrics(String),
+}
+
 /// Everything the admin API and the CLI (through it) can reach in a running node.
 #[derive(Debug)]
 pub struct NodeState {
     pub config: Arc<Config>,
-    pub log: Arc<Log>,
-    pub appender: Appender,
-    /// The dead-letter log (`<data_dir>/dlq/`).
-    pub dlq_log: Arc<Log>,
-    pub logs: crate::runtime::ingest::dlq::Logs,
-    pub indexes: Arc<Indexes>,
+    pub engine: Arc<dyn LogEngine>,
+    pub ingest: Ingest,
+    pub state: Arc<dyn StateStore>,
     pub targets: Vec<TargetHandle>,
     pub sources: Vec<SourceHandle>,
-    /// Change records logged per source since the start.
-    pub logged: Arc<crate::runtime::ingest::Logged>,
     pub ready: AtomicBool,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
@@ -41,11 +51,20 @@ impl NodeState {
         self.targets.iter().find(|t| t.name == name)
     }
 
+    pub fn indexes(&self) -> &Arc<Indexes> {
+        self.ingest.indexes()
+    }
+
+    /// Change records logged per source since the start.
+    pub fn logged(&self) -> &Logged {
+        self.ingest.logged()
+    }
+
     /// What keeps the node from being ready (`/readyz`); empty when it is: the log accepts appends,
-    /// the servers listen (webhook and Stripe sources are connected from then on), and every
-    /// PostgreSQL source is connected.
+    /// the servers listen (webhook and Stripe sources are connected from then on), and every source
+    /// connected to a system is connected.
     pub fn not_ready(&self) -> Vec<String> {
-        if let Some(reason) = self.log.stopped() {
+        if let Some(reason) = self.engine.stopped() {
             return vec![format!("log stopped: {reason}")];
         }
         if !self.ready.load(Ordering::Acquire) {
@@ -89,41 +108,10 @@ fn source_not_connected(source: &SourceHandle) -> Option<String> {
     }
 }
 
-/// Segment size of the dead-letter log.
-const DLQ_SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
-
-/// The dead-letter log's directory: a second log beside the main one, so dead letters never count
-/// as (or interleave with) the records targets consume.
-pub fn dlq_dir(config: &Config) -> std::path::PathBuf {
-    config.data_dir.join("dlq")
-}
-
-/// Opens the main log and the dead-letter log of this configuration (blocking).
-pub fn open_logs(config: &Config) -> anyhow::Result<(Log, Log)> {
-    let open = |dir: &std::path::Path, segment_bytes: u64| -> anyhow::Result<Log> {
-        let observer: remix_storage::GroupObserver = Arc::new(|group: &remix_storage::GroupStats| {
-            metrics::histogram!("remix_log_fsync_seconds").record(group.sync_micros as f64 / 1e6);
-            metrics::histogram!("remix_log_write_seconds").record(group.write_micros as f64 / 1e6);
-            metrics::histogram!("remix_log_group_records").record(group.records as f64);
-            metrics::histogram!("remix_log_group_bytes").record(group.bytes as f64);
-        });
-        let options = LogOptions { segment_bytes, observer: Some(observer), ..LogOptions::default() };
-        let log = Log::open(Arc::new(OsFs), dir, options)
-            .with_context(|| format!("cannot open the log in {}", dir.display()))?;
-        for note in log.recovery_notes() {
-            tracing::warn!("recovery: {note}");
-        }
-        Ok(log)
-    };
-    let main = open(&config.data_dir, config.log.segment_bytes)?;
-    let dlq = open(&dlq_dir(config), DLQ_SEGMENT_BYTES)?;
-    Ok((main, dlq))
-}
-
 /// A cursor of a target that is no longer configured stays on disk (a target put back resumes where
 /// it was), but it no longer holds back retention.
-fn warn_of_unconfigured_cursors(config: &Config, log: &Log) {
-    for (name, cursor) in log.cursors() {
+fn warn_of_unconfigured_cursors(config: &Config, state: &dyn StateStore) {
+    for (name, cursor) in state.cursors() {
         if !config.targets.iter().any(|t| t.name() == name) {
             let path = config.data_dir.join("cursors").join(format!("{name}.cursor"));
             tracing::warn!(target = %name, cursor, "the cursor of a target that is not configured does not \
@@ -158,13 +146,15 @@ const GROUP_SIZE_BUCKETS_BYTES: [f64; 10] = [
 
 /// The Prometheus recorder: every histogram is exported as a histogram (`_bucket{le=...}` lines),
 /// with buckets chosen by the unit its name ends in.
-fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
+fn install_metrics() -> Result<metrics_exporter_prometheus::PrometheusHandle, NodeError> {
     use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-    let recorder = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS_SECONDS)?
-        .set_buckets_for_metric(Matcher::Suffix("_records".into()), &GROUP_SIZE_BUCKETS_RECORDS)?
-        .set_buckets_for_metric(Matcher::Suffix("_bytes".into()), &GROUP_SIZE_BUCKETS_BYTES)?
-        .build_recorder();
+    let buckets = || -> Result<PrometheusBuilder, metrics_exporter_prometheus::BuildError> {
+        PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS_SECONDS)?
+            .set_buckets_for_metric(Matcher::Suffix("_records".into()), &GROUP_SIZE_BUCKETS_RECORDS)?
+            .set_buckets_for_metric(Matcher::Suffix("_bytes".into()), &GROUP_SIZE_BUCKETS_BYTES)
+    };
+    let recorder = buckets().map_err(|e| NodeError::Metrics(e.to_string()))?.build_recorder();
     let handle = recorder.handle();
     // A second node in the same process (tests) keeps the first recorder.
     let _ = metrics::set_global_recorder(recorder);
@@ -172,60 +162,29 @@ fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHa
 }
 
 /// Runs the node until SIGINT or SIGTERM.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(config: Config) -> Result<(), NodeError> {
     let config = Arc::new(config);
     let metrics = install_metrics()?;
-    let (log, dlq_log) = {
-        let config = Arc::clone(&config);
-        let (main, dlq) = tokio::task::spawn_blocking(move || open_logs(&config)).await??;
-        (Arc::new(main), Arc::new(dlq))
-    };
-    warn_of_unconfigured_cursors(&config, &log);
     let built = build_sources(&config)?;
-    let indexes = {
-        let (log, dlq_log) = (Arc::clone(&log), Arc::clone(&dlq_log));
-        let observers: Vec<(String, Observer)> =
-            built.iter().filter_map(|(name, _, source)| Some((name.clone(), source.observe()?))).collect();
-        let visited: Vec<String> = observers.iter().map(|(name, _)| name.clone()).collect();
-        let mut visit = move |change: &crate::record::Change| {
-            for (name, observe) in &observers {
-                if change.source == *name {
-                    observe(change);
-                }
-            }
-        };
-        Arc::new(
-            tokio::task::spawn_blocking(move || {
-                Indexes::rebuild_visiting(&log, &dlq_log, &visited, &mut visit)
-            })
-            .await??,
-        )
-    };
-    let appender = Appender::new(Arc::clone(&log));
-    let dlq = Appender::new(Arc::clone(&dlq_log));
+    let observers =
+        built.iter().filter_map(|(name, _, source)| Some((name.clone(), source.observe()?))).collect();
+    let opened = open(&config, observers).await?;
+    warn_of_unconfigured_cursors(&config, opened.state.as_ref());
+    let ingest = opened.ingest.clone();
     let (shutdown_sender, shutdown) = watch::channel(false);
     let context = WorkerContext {
-        log: Arc::clone(&log),
-        dlq: dlq.clone(),
-        indexes: Arc::clone(&indexes),
-        data_dir: config.data_dir.clone(),
+        engine: Arc::clone(&opened.engine),
+        dead_letters: ingest.dead_letters().clone(),
+        state: Arc::clone(&opened.state),
         shutdown: shutdown.clone(),
     };
     let (targets, mut workers) = start_targets(&config, &context)?;
-    let source_context = SourceContext {
-        config: Arc::clone(&config),
-        appender: appender.clone(),
-        dlq: dlq.clone(),
-        indexes: Arc::clone(&indexes),
-        logged: Arc::new(crate::runtime::ingest::Logged::new(&config)),
-    };
     let mut sources = Vec::new();
     let mut routers = Vec::new();
     let mut when_ready = Vec::new();
     for (name, kind, source) in built {
         let listen = config.source(&name).and_then(|s| s.listen());
-        let started =
-            source.start(SourceStart { context: source_context.clone(), shutdown: shutdown.clone() })?;
+        let started = source.start(SourceStart { ingest: ingest.clone(), shutdown: shutdown.clone() })?;
         if let (Some(router), Some(listen)) = (started.router, &listen) {
             routers.push((listen.clone(), router));
         }
@@ -235,14 +194,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let state = Arc::new(NodeState {
         config: Arc::clone(&config),
-        log: Arc::clone(&log),
-        appender: appender.clone(),
-        dlq_log: Arc::clone(&dlq_log),
-        logs: crate::runtime::ingest::dlq::Logs { main: appender.clone(), dlq: dlq.clone() },
-        indexes: Arc::clone(&indexes),
+        engine: Arc::clone(&opened.engine),
+        ingest: ingest.clone(),
+        state: Arc::clone(&opened.state),
         targets,
         sources,
-        logged: Arc::clone(&source_context.logged),
         ready: AtomicBool::new(false),
         metrics,
     });
@@ -258,8 +214,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     wait_for_signal().await;
     tracing::info!("shutting down: no new records accepted, draining");
     state.ready.store(false, Ordering::Release);
-    appender.close();
-    dlq.close();
+    ingest.close();
     let _ = shutdown_sender.send(true);
     for server in servers {
         let _ = server.await;
@@ -270,40 +225,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     background.abort();
     let _ = background.await;
     // Every handle on the logs goes, so that they can be closed explicitly.
-    drop((state, context, source_context, appender, dlq));
-    for log in [log, dlq_log] {
-        close_log(log).await?;
-    }
+    drop((state, context, ingest));
+    opened.close().await?;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// How long shutdown waits for tasks that stop on the shutdown signal (a Stripe catch-up, a target's
-/// read in progress) to let go of a log.
-const LOG_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// The targets' handles and workers.
+type Started = (Vec<TargetHandle>, Vec<tokio::task::JoinHandle<()>>);
 
-/// Closes a log once nothing else holds it (everything acknowledged is durable either way).
-async fn close_log(mut log: Arc<Log>) -> anyhow::Result<()> {
-    let deadline = std::time::Instant::now() + LOG_RELEASE_WAIT;
-    loop {
-        match Arc::try_unwrap(log) {
-            Ok(log) => return Ok(tokio::task::spawn_blocking(move || log.close()).await??),
-            Err(shared) if std::time::Instant::now() < deadline => {
-                log = shared;
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            }
-            Err(_) => {
-                tracing::warn!("a log is still in use at shutdown; it closes when the process exits");
-                return Ok(());
-            }
-        }
-    }
-}
-
-fn start_targets(
-    config: &Config,
-    context: &WorkerContext,
-) -> anyhow::Result<(Vec<TargetHandle>, Vec<tokio::task::JoinHandle<()>>)> {
+fn start_targets(config: &Config, context: &WorkerContext) -> Result<Started, StartError> {
     let mut handles = Vec::new();
     let mut tasks = Vec::new();
     for target in &config.targets {
@@ -319,7 +250,7 @@ fn start_targets(
 pub type Built = (String, &'static str, Box<dyn Source>);
 
 /// Every configured source, built (not started).
-pub fn build_sources(config: &Arc<Config>) -> anyhow::Result<Vec<Built>> {
+pub fn build_sources(config: &Arc<Config>) -> Result<Vec<Built>, StartError> {
     let mut built = Vec::new();
     for source in &config.sources {
         built.push((source.name().to_owned(), source.kind(), source.spec.build(source.name(), config)?));
@@ -383,17 +314,22 @@ async fn apply_retention(state: &Arc<NodeState>) {
         min_age_ms: retention.min_age.map_or(u64::MAX, |d| d.as_millis() as u64),
         max_bytes: retention.max_bytes,
     };
-    let log = Arc::clone(&state.log);
-    let targets: Vec<String> = state.config.targets.iter().map(|t| t.common().name.clone()).collect();
-    let retained = move || log.apply_retention_for(&policy, crate::time::now_ms(), &targets);
-    match tokio::task::spawn_blocking(retained).await {
-        Ok(Ok(report)) => {
+    // Only the configured targets hold the log: a target without a cursor yet holds everything
+    // (it will read from the start), the cursor of a target no longer configured holds nothing.
+    let stored = state.state.cursors();
+    let cursors = state
+        .config
+        .targets
+        .iter()
+        .map(|t| (t.name().to_owned(), stored.get(t.name()).copied().unwrap_or(0)))
+        .collect();
+    match state.engine.apply_retention(policy, crate::time::now_ms(), cursors).await {
+        Ok(report) => {
             for (target, cursor) in report.fallen_behind {
                 tracing::error!(target = %target, cursor, first_offset = report.first_offset,
                     "target fell behind retention (log.retention.max_bytes): rewind it to continue");
             }
         }
-        Ok(Err(e)) => tracing::error!("retention: {e}"),
         Err(e) => tracing::error!("retention: {e}"),
     }
 }

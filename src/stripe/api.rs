@@ -40,6 +40,9 @@ pub enum ApiError {
     /// `idempotency_error`) when the body says.
     #[error("HTTP {status}: {message}")]
     Status { status: u16, kind: Option<String>, message: String },
+    /// The client cannot be made (a bad `api_base` or key).
+    #[error("{0}")]
+    Setup(String),
 }
 
 impl ApiError {
@@ -49,34 +52,37 @@ impl ApiError {
         match self {
             ApiError::Transport(_) => true,
             ApiError::Status { status, .. } => matches!(status, 409 | 429) || *status >= 500,
+            ApiError::Setup(_) => false,
         }
     }
 
     pub fn status(&self) -> Option<u16> {
         match self {
             ApiError::Status { status, .. } => Some(*status),
-            ApiError::Transport(_) => None,
+            ApiError::Transport(_) | ApiError::Setup(_) => None,
         }
     }
 }
 
 impl Api {
     /// `base` like `https://api.stripe.com` (a path prefix is kept); `key` the secret key.
-    pub fn new(base: &str, key: &str, timeout: Duration) -> anyhow::Result<Api> {
-        let url = reqwest::Url::parse(base).map_err(|e| anyhow::anyhow!("api_base '{base}': {e}"))?;
-        anyhow::ensure!(
-            matches!(url.scheme(), "http" | "https"),
-            "api_base '{base}': the scheme must be https (or http for a local test server)"
-        );
+    pub fn new(base: &str, key: &str, timeout: Duration) -> Result<Api, ApiError> {
+        let url =
+            reqwest::Url::parse(base).map_err(|e| ApiError::Setup(format!("api_base '{base}': {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(ApiError::Setup(format!(
+                "api_base '{base}': the scheme must be https (or http for a local test server)"
+            )));
+        }
         let mut authorization = HeaderValue::from_str(&format!("Bearer {key}"))
-            .map_err(|_| anyhow::anyhow!("the Stripe API key is not a valid header value"))?;
+            .map_err(|_| ApiError::Setup("the Stripe API key is not a valid header value".into()))?;
         authorization.set_sensitive(true);
         crate::install_tls_provider();
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| anyhow::anyhow!("HTTP client: {e}"))?;
+            .map_err(|e| ApiError::Setup(format!("HTTP client: {e}")))?;
         Ok(Api { base: base.trim_end_matches('/').to_owned(), authorization, client })
     }
 

@@ -13,7 +13,7 @@
 //! transient failures are retried a few times with backoff, then the catch-up stops with an error
 //! (the next one starts over).
 
-use super::api::{Api, ApiError};
+use super::api::Api;
 use super::events::Event;
 use super::source::{Outcome, StripeHandle};
 use serde::Serialize;
@@ -132,7 +132,7 @@ async fn fetch(api: &Api, path: &str, report: &mut Report) -> anyhow::Result<Pag
                 tracing::warn!(path, attempt, delay_ms = delay.as_millis() as u64, "catch-up: {e}");
                 tokio::time::sleep(delay).await;
             }
-            Err(e @ ApiError::Status { .. }) | Err(e @ ApiError::Transport(_)) => {
+            Err(e) => {
                 anyhow::bail!("the Events API failed: {e}")
             }
         }

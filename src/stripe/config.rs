@@ -10,7 +10,8 @@ use crate::connector::{
     TargetSpec, TargetStart,
 };
 use crate::mapping::Mapping;
-use crate::runtime::delivery::worker::{self, TargetHandle};
+use crate::runtime::delivery::worker;
+use crate::runtime::delivery::TargetHandle;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -177,7 +178,7 @@ impl Source for Built {
 
     fn start(self: Box<Self>, start: SourceStart) -> Result<Started, StartError> {
         let name = self.0.name().to_owned();
-        let handle = super::source::StripeHandle::new(self.0, start.context).map_err(|e| StartError {
+        let handle = super::source::StripeHandle::new(self.0, start.ingest).map_err(|e| StartError {
             kind: "stripe source",
             name,
             message: e.to_string(),

@@ -26,17 +26,16 @@ use super::config::StripeSource;
 use super::events::{self, Event};
 use super::order::{Entered, Gate};
 use super::{api, catch_up, signature};
-use crate::record::{Change, DeadLetter, KIND_CHANGE, KIND_DEAD_LETTER};
-use crate::runtime::ingest::indexes::{Claim, IdempotencyKey, Landed};
+use crate::record::{Change, DeadLetter};
+use crate::runtime::ingest::indexes::{Claim, ClaimGuard, IdempotencyKey};
 use crate::runtime::ingest::remix_in::Origin;
-use crate::runtime::ingest::SourceContext;
-use crate::runtime::ingest::{remix_in, AppendError, DlqEntry, RemixOutcome};
+use crate::runtime::ingest::{remix_in, AppendError, RemixOutcome};
+use crate::runtime::ingest::{ChangeBatch, Ingest};
 use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
-use remix_storage::AppendRecord;
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -143,7 +142,7 @@ pub struct StripeHandle {
 #[derive(Debug)]
 struct Inner {
     state: Arc<StripeState>,
-    context: SourceContext,
+    ingest: Ingest,
     api: Option<api::Api>,
     /// One catch-up at a time.
     catching_up: tokio::sync::Mutex<()>,
@@ -152,17 +151,14 @@ struct Inner {
 }
 
 impl StripeHandle {
-    pub fn new(state: Arc<StripeState>, context: SourceContext) -> anyhow::Result<StripeHandle> {
+    pub fn new(state: Arc<StripeState>, ingest: Ingest) -> Result<StripeHandle, api::ApiError> {
         let source = &state.source;
         let api = match &source.api_key {
-            Some(key) => Some(
-                api::Api::new(&source.api_base, key, API_TIMEOUT)
-                    .map_err(|e| anyhow::anyhow!("source '{}': {e}", source.name))?,
-            ),
+            Some(key) => Some(api::Api::new(&source.api_base, key, API_TIMEOUT)?),
             None => None,
         };
-        let dead_lettered = context
-            .indexes
+        let dead_lettered = ingest
+            .indexes()
             .dead_letters()
             .into_iter()
             .filter(|entry| entry.letter.source == source.name)
@@ -170,7 +166,7 @@ impl StripeHandle {
             .collect();
         let inner = Inner {
             state,
-            context,
+            ingest,
             api,
             catching_up: tokio::sync::Mutex::new(()),
             dead_lettered: Mutex::new(dead_lettered),
@@ -274,22 +270,16 @@ impl StripeHandle {
     }
 
     async fn process_inner(&self, event: &Event) -> Result<Outcome, AppendError> {
-        let context = &self.inner.context;
         let Some(binding) = self.source().objects.get(&event.object_type) else {
             return Ok(Outcome::Ignored);
         };
         let key = event.idempotency_key();
         let scoped = IdempotencyKey::new(self.name(), &binding.model, &key);
-        if let Claim::Done(landed) = context.indexes.claim(&scoped).await {
-            return Ok(Outcome::Duplicate { offset: Some(landed.first_offset) });
+        match self.inner.ingest.claim(&scoped).await {
+            Claim::Done(landed) => Ok(Outcome::Duplicate { offset: Some(landed.first_offset) }),
+            // The key lands with the change (when one is logged), else it is released.
+            Claim::Proceed(guard) => self.claimed(event, &key, guard).await,
         }
-        let result = self.claimed(event, &key).await;
-        let landed = match &result {
-            Ok(Outcome::Logged { offset }) => Some(Landed { first_offset: *offset, last_offset: *offset }),
-            _ => None,
-        };
-        context.indexes.finish(&scoped, landed);
-        result
     }
 
     fn dead_lettered(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
@@ -297,14 +287,14 @@ impl StripeHandle {
     }
 
     /// With the event's idempotency key claimed.
-    async fn claimed(&self, event: &Event, key: &str) -> Result<Outcome, AppendError> {
-        let context = &self.inner.context;
+    async fn claimed(&self, event: &Event, key: &str, guard: ClaimGuard) -> Result<Outcome, AppendError> {
+        let ingest = &self.inner.ingest;
         let source = self.source();
         if self.dead_lettered().contains(&event.id) {
             return Ok(Outcome::Duplicate { offset: None });
         }
         let Some(binding) = source.objects.get(&event.object_type) else { return Ok(Outcome::Ignored) };
-        let model = context.config.model(&binding.model).expect("config checked the model");
+        let model = ingest.model(&binding.model);
         let origin = Origin { source: &source.name, position: event.position(), idempotency_key: Some(key) };
         let change = match remix_in(binding, model, &event.object, event.op(), origin) {
             RemixOutcome::Valid(change) => change,
@@ -318,11 +308,7 @@ impl StripeHandle {
                     input: event.object.clone(),
                     op: Some(event.op()),
                 };
-                let payload = serde_json::to_vec(&letter).expect("serializable");
-                let appended =
-                    context.dlq.append(vec![AppendRecord { kind: KIND_DEAD_LETTER, payload }]).await?;
-                let id = appended.first_offset;
-                context.indexes.add_dead_letter(DlqEntry { id, time_ms: appended.timestamp_ms, letter });
+                let id = ingest.dead_letters().append(vec![letter]).await?[0];
                 self.dead_lettered().insert(event.id.clone());
                 tracing::warn!(source = %source.name, event = %event.id, dead_letter = id,
                     "a Stripe {} object is invalid: dead-lettered", event.object_type);
@@ -343,9 +329,10 @@ impl StripeHandle {
             }
             Entered::Newer(pass) => pass,
         };
-        let payload = serde_json::to_vec(&change).expect("serializable");
-        let appended = context.appender.append(vec![AppendRecord { kind: KIND_CHANGE, payload }]).await?;
-        context.logged.add(&source.name, 1);
+        let mut batch = ChangeBatch::new();
+        batch.push(&change);
+        batch.hold(guard);
+        let appended = ingest.append(&source.name, batch).await?;
         pass.commit();
         self.inner.state.newest_created.fetch_max(event.created, Ordering::Relaxed);
         Ok(Outcome::Logged { offset: appended.first_offset })

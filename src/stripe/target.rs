@@ -39,7 +39,7 @@
 
 use crate::config::RateLimit;
 use crate::record::Op;
-use crate::runtime::delivery::{blocking_io, Batch, Item, Target, TargetError};
+use crate::runtime::delivery::{blocking_io, Batch, Capabilities, Guarantee, Item, Target, TargetError};
 use crate::stripe::api::{form_encode, percent_encode, Api, ApiError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -437,7 +437,9 @@ impl StripeTarget {
 }
 
 impl Target for StripeTarget {
-    const COLLAPSE: bool = false;
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { collapse: false, guarantee: Guarantee::IdempotencyKeys, batch_records_max: 1_000 }
+    }
 
     async fn open(&mut self, cursor: u64) -> Result<u64, TargetError> {
         self.ids.clear();

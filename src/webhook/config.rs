@@ -140,7 +140,7 @@ impl SourceSpec for WebhookSource {
 
 impl Source for WebhookSource {
     fn start(self: Box<Self>, start: SourceStart) -> Result<Started, StartError> {
-        let router = super::source::router(&self, &start.context);
+        let router = super::source::router(&self, &start.ingest);
         Ok(Started { router: Some(router), ..Started::default() })
     }
 }

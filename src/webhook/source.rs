@@ -14,11 +14,11 @@
 //! `delete_field` turns records into deletes.
 
 use super::config::{WebhookAuth, WebhookSource};
-use crate::record::{Change, DeadLetter, FieldError, Op, KIND_CHANGE, KIND_DEAD_LETTER};
-use crate::runtime::ingest::indexes::{Claim, IdempotencyKey, Landed};
+use crate::record::{Change, DeadLetter, FieldError, Op};
+use crate::runtime::ingest::indexes::{Claim, ClaimGuard, IdempotencyKey, Landed};
 use crate::runtime::ingest::remix_in::Origin;
-use crate::runtime::ingest::SourceContext;
-use crate::runtime::ingest::{remix_in, AppendError, DlqEntry, RemixOutcome};
+use crate::runtime::ingest::Ingest;
+use crate::runtime::ingest::{remix_in, AppendError, ChangeBatch, RemixOutcome};
 use crate::runtime::serve::{counted, error};
 use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
@@ -27,7 +27,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use hmac::{Hmac, Mac};
-use remix_storage::AppendRecord;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -39,18 +38,18 @@ const RETRY_AFTER_SECONDS: u64 = 5;
 struct Route {
     source: WebhookSource,
     path: String,
-    context: SourceContext,
+    ingest: Ingest,
     requests: AtomicU64,
 }
 
 /// The routes of one webhook source, to be merged into the server of its listen address.
-pub fn router(source: &WebhookSource, context: &SourceContext) -> Router {
+pub fn router(source: &WebhookSource, ingest: &Ingest) -> Router {
     let mut router = Router::new();
     for path in source.routes.keys() {
         let route = Arc::new(Route {
             source: source.clone(),
             path: path.clone(),
-            context: context.clone(),
+            ingest: ingest.clone(),
             requests: AtomicU64::new(0),
         });
         let body_limit = usize::try_from(source.body_bytes_max).unwrap_or(usize::MAX);
@@ -209,7 +208,7 @@ impl Route {
         keys: Keys<'_>,
     ) -> Result<Vec<Change>, Vec<(usize, Vec<FieldError>)>> {
         let binding = &self.source.routes[&self.path];
-        let model = self.context.config.model(&binding.model).expect("config checked the model");
+        let model = self.ingest.model(&binding.model);
         let mut changes = Vec::with_capacity(objects.len());
         let mut invalid = Vec::new();
         for (index, object) in objects.iter().enumerate() {
@@ -241,20 +240,19 @@ impl Route {
     }
 
     async fn with_batch_key(&self, key: String, objects: Vec<Value>, header_op: Op) -> Response {
-        let indexes = &self.context.indexes;
-        let scoped = self.scoped(&key);
-        if let Claim::Done(landed) = indexes.claim(&scoped).await {
-            return accepted((landed.first_offset..=landed.last_offset).collect(), true);
-        }
-        let (response, landed) = self.log_batch(&objects, header_op, &key, Keys::Batch(&key)).await;
-        indexes.finish(&scoped, landed);
-        response
+        let guard = match self.ingest.claim(&self.scoped(&key)).await {
+            Claim::Done(landed) => {
+                return accepted((landed.first_offset..=landed.last_offset).collect(), true)
+            }
+            Claim::Proceed(guard) => guard,
+        };
+        self.log_batch(&objects, header_op, &key, Keys::Batch(&key), vec![guard]).await.0
     }
 
     async fn with_field_keys(&self, objects: Vec<Value>, header_op: Op) -> Response {
         let request = self.request_id();
         let Some(field) = &self.source.idempotency_field else {
-            return self.log_batch(&objects, header_op, &request, Keys::None).await.0;
+            return self.log_batch(&objects, header_op, &request, Keys::None, Vec::new()).await.0;
         };
         // The batch is validated whole, with the sender's indexes, before any key is looked at.
         if let Err(invalid) = self.remix_all(&objects, header_op, &request, Keys::None) {
@@ -267,15 +265,14 @@ impl Route {
         let mut claimed: Vec<String> = keys.iter().flatten().cloned().collect();
         claimed.sort();
         claimed.dedup();
-        let indexes = &self.context.indexes;
         let mut done = std::collections::HashMap::new();
-        let mut mine = Vec::new();
+        let mut guards = Vec::new();
         for key in &claimed {
-            match indexes.claim(&self.scoped(key)).await {
+            match self.ingest.claim(&self.scoped(key)).await {
                 Claim::Done(landed) => {
                     done.insert(key.clone(), landed);
                 }
-                Claim::Proceed => mine.push(key.clone()),
+                Claim::Proceed(guard) => guards.push(guard),
             }
         }
         // Logged: objects without a key, and the first object of each key not logged before (a key
@@ -301,11 +298,7 @@ impl Route {
             }
         }
         let (response, landed) =
-            self.log_batch(&fresh, header_op, &request, Keys::PerObject(&fresh_keys)).await;
-        for key in &mine {
-            let offset = landed.zip(first_of_key.get(key.as_str())).map(|(l, &i)| l.first_offset + i as u64);
-            indexes.finish(&self.scoped(key), offset.map(|o| Landed { first_offset: o, last_offset: o }));
-        }
+            self.log_batch(&fresh, header_op, &request, Keys::PerObject(&fresh_keys), guards).await;
         if landed.is_none() && !fresh.is_empty() {
             return response;
         }
@@ -319,13 +312,15 @@ impl Route {
         accepted(offsets.collect(), false)
     }
 
-    /// Remixes, validates and logs a batch whole. Returns the answer and, when logged, where.
+    /// Remixes, validates and logs a batch whole, holding the claims of its idempotency keys until
+    /// it is durable. Returns the answer and, when logged, where.
     async fn log_batch(
         &self,
         objects: &[Value],
         header_op: Op,
         request: &str,
         keys: Keys<'_>,
+        guards: Vec<ClaimGuard>,
     ) -> (Response, Option<Landed>) {
         if objects.is_empty() {
             return (accepted(Vec::new(), false), None);
@@ -334,16 +329,11 @@ impl Route {
             Ok(changes) => changes,
             Err(invalid) => return (self.refuse(objects, invalid, header_op, request).await, None),
         };
-        let records = changes
-            .iter()
-            .map(|c| AppendRecord {
-                kind: KIND_CHANGE,
-                payload: serde_json::to_vec(c).expect("serializable"),
-            })
-            .collect();
-        match self.context.appender.append(records).await {
+        let mut batch = ChangeBatch::new();
+        changes.iter().for_each(|change| batch.push(change));
+        guards.into_iter().for_each(|guard| batch.hold(guard));
+        match self.ingest.append(&self.source.name, batch).await {
             Ok(appended) => {
-                self.context.logged.add(&self.source.name, changes.len() as u64);
                 let landed =
                     Landed { first_offset: appended.first_offset, last_offset: appended.last_offset };
                 (accepted((appended.first_offset..=appended.last_offset).collect(), false), Some(landed))
@@ -373,27 +363,10 @@ impl Route {
                 op: Some(self.op_of(&objects[*index], header_op)),
             })
             // A repeat of a refused request: its objects are in the DLQ already.
-            .filter(|letter| self.context.indexes.open_dead_letter_like(letter).is_none())
+            .filter(|letter| self.ingest.dead_letters().indexes().open_dead_letter_like(letter).is_none())
             .collect();
-        let records = letters
-            .iter()
-            .map(|l| AppendRecord {
-                kind: KIND_DEAD_LETTER,
-                payload: serde_json::to_vec(l).expect("serializable"),
-            })
-            .collect();
-        match self.context.dlq.append(records).await {
-            Ok(appended) => {
-                for (i, letter) in letters.into_iter().enumerate() {
-                    let entry = DlqEntry {
-                        id: appended.first_offset + i as u64,
-                        time_ms: appended.timestamp_ms,
-                        letter,
-                    };
-                    self.context.indexes.add_dead_letter(entry);
-                }
-            }
-            Err(e) => return unavailable(&e),
+        if let Err(e) = self.ingest.dead_letters().append(letters).await {
+            return unavailable(&e);
         }
         let errors: Vec<Value> = invalid
             .iter()

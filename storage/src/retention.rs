@@ -50,6 +50,17 @@ impl Log {
         self.retain(policy, now_ms, cursors)
     }
 
+    /// Retention held back by `cursors` as given (a state store other than the cursor files keeps
+    /// them); as [`Log::apply_retention_for`], a target without a cursor passes 0.
+    pub fn apply_retention_with(
+        &self,
+        policy: &RetentionPolicy,
+        now_ms: u64,
+        cursors: std::collections::BTreeMap<String, u64>,
+    ) -> Result<RetentionReport> {
+        self.retain(policy, now_ms, cursors)
+    }
+
     fn retain(
         &self,
         policy: &RetentionPolicy,

@@ -73,7 +73,7 @@ pub mod schema;
 use crate::config::TruncatePolicy;
 use crate::models::Model;
 use crate::record::Op;
-use crate::runtime::delivery::{Batch, Item, Target, TargetError};
+use crate::runtime::delivery::{Batch, Capabilities, Guarantee, Item, Target, TargetError};
 use anyhow::Context;
 use apply::{Table, TextColumn};
 use std::collections::{BTreeMap, HashMap};
@@ -543,7 +543,9 @@ impl PostgresTarget {
 }
 
 impl Target for PostgresTarget {
-    const COLLAPSE: bool = true;
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { collapse: true, guarantee: Guarantee::CursorInTarget, batch_records_max: 100_000 }
+    }
 
     async fn open(&mut self, _cursor: u64) -> Result<u64, TargetError> {
         self.connect().await?;

@@ -3,9 +3,16 @@
 //! the cursor. A paused, slow or failing target never blocks the others or the sources: each worker
 //! only reads the log.
 
+mod apply;
+pub mod backoff;
 pub mod collapse;
-pub mod state;
+mod control;
+pub mod handle;
+mod limiter;
+mod remix_out;
 pub mod worker;
+
+pub use handle::{RewindTo, RunState, TargetHandle, TargetStatus};
 
 use crate::record::Op;
 use serde_json::value::RawValue;
@@ -171,12 +178,41 @@ pub enum TargetError {
     Permanent { item: Option<usize>, message: String },
 }
 
+/// How a target stays exactly once (or as close as its system allows) across crashes and rewinds:
+/// what README states as its guarantee.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Guarantee {
+    /// The target stores the cursor itself, in the same transaction as the data (SQL tables):
+    /// exactly once.
+    CursorInTarget,
+    /// Writes are named by log offsets (files named by offset ranges): a re-delivery replaces or
+    /// skips, never appends: exactly once.
+    OffsetNamed,
+    /// Every request carries a key derived from log offsets, which the system deduplicates within
+    /// its window: exactly once inside the window, at least once with a stable id beyond it.
+    IdempotencyKeys,
+    /// At least once, each message with a stable id (`<target>:<offset>`) for consumers to
+    /// deduplicate.
+    AtLeastOnceStableId,
+}
+
+/// What a target can do, which the worker adapts to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Whether the worker may collapse several changes to one key inside a batch into the last one
+    /// (state targets such as tables); history targets (dataset files, feeds, queues) say no.
+    pub collapse: bool,
+    pub guarantee: Guarantee,
+    /// The most records one `apply` takes (the configured `batch.records_max` is capped by it).
+    pub batch_records_max: usize,
+}
+
 /// A destination. The worker owns its target and calls it from one task: never concurrently, and
 /// always in this order: `open` once, then any sequence of `apply` and `rewind`.
 pub trait Target: Send + Sync + 'static {
-    /// Whether the worker may collapse several changes to one key inside a batch into the last one
-    /// (state targets such as tables); history targets (dataset files, HTTP feeds) say no.
-    const COLLAPSE: bool;
+    /// What the target can do (constant for a target's life).
+    fn capabilities(&self) -> Capabilities;
 
     /// Called once before anything else, with the offset of the local cursor (0: nothing applied).
     /// Returns the offset up to which the target has applied the log, as far as it knows: targets

@@ -1,10 +1,10 @@
-//! Appending from async code: admission control in front of the log's bounded queue, and a future
-//! that completes only when the records are durable (the log's fsync covers them).
+//! Appending from async code: admission control in front of the log engine's bounded queue, and a
+//! future that completes only when the records are durable (the log's fsync covers them).
 
-use remix_storage::{AppendRecord, Appended, Error as LogError, Log};
+use crate::runtime::engine::{AppendRecord, Appended, EngineError, LogEngine, OnDurable};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::Semaphore;
 
 /// Bytes of payload that may wait for the log writer at once, across all sources. Callers beyond it
 /// wait (asynchronously) for room: a slow disk slows the sources down instead of growing memory.
@@ -25,26 +25,37 @@ pub enum AppendError {
     TooLarge(String),
 }
 
-/// The one way records enter the log.
+impl From<EngineError> for AppendError {
+    fn from(error: EngineError) -> AppendError {
+        match error {
+            EngineError::Unavailable(reason) => AppendError::Unavailable(reason),
+            EngineError::Stopped(reason) => AppendError::Stopped(reason),
+            EngineError::TooLarge(reason) => AppendError::TooLarge(reason),
+            other => AppendError::Stopped(other.to_string()),
+        }
+    }
+}
+
+/// The one way records enter a log (the main log or the dead-letter log).
 #[derive(Debug, Clone)]
 pub struct Appender {
-    log: Arc<Log>,
+    engine: Arc<dyn LogEngine>,
     admission: Arc<Semaphore>,
     closing: Arc<AtomicBool>,
 }
 
 impl Appender {
-    pub fn new(log: Arc<Log>) -> Appender {
+    pub fn new(engine: Arc<dyn LogEngine>) -> Appender {
         let permits = INGEST_QUEUE_BYTES_MAX / ADMISSION_UNIT_BYTES;
         Appender {
-            log,
+            engine,
             admission: Arc::new(Semaphore::new(permits)),
             closing: Arc::new(AtomicBool::new(false)),
         }
     }
 
-    pub fn log(&self) -> &Arc<Log> {
-        &self.log
+    pub fn engine(&self) -> &Arc<dyn LogEngine> {
+        &self.engine
     }
 
     /// Refuses new appends from now on (graceful shutdown); appends already admitted complete.
@@ -52,47 +63,31 @@ impl Appender {
         self.closing.store(true, Ordering::Release);
     }
 
-    /// Appends the records as one atomic batch and resolves once they are durable.
-    pub async fn append(&self, records: Vec<AppendRecord>) -> Result<Appended, AppendError> {
+    /// Appends the records as one atomic batch and resolves once they are durable; `on_durable`
+    /// runs first, in the log's order (see [`crate::runtime::engine`]). When the append fails, or
+    /// this future is dropped before the records were queued, `on_durable` is dropped unrun.
+    pub async fn append(
+        &self,
+        records: Vec<AppendRecord>,
+        on_durable: Option<OnDurable>,
+    ) -> Result<Appended, AppendError> {
         if self.closing.load(Ordering::Acquire) {
             return Err(AppendError::Unavailable("shutting down".into()));
         }
         let bytes: usize = records.iter().map(|r| r.payload.len() + 32).sum();
         let total = INGEST_QUEUE_BYTES_MAX / ADMISSION_UNIT_BYTES;
         let units = (bytes / ADMISSION_UNIT_BYTES + 1).min(total) as u32;
-        let permit = Arc::clone(&self.admission)
+        let _permit = Arc::clone(&self.admission)
             .acquire_many_owned(units)
             .await
             .map_err(|_| AppendError::Unavailable("shutting down".into()))?;
-        let (sender, receiver) = oneshot::channel();
         let started = std::time::Instant::now();
         let count = records.len() as u64;
-        self.log
-            .append(records, move |result| {
-                drop(permit);
-                let _ = sender.send(result);
-            })
-            .map_err(classify)?;
-        let appended = receiver
-            .await
-            .map_err(|_| AppendError::Stopped("the log writer is gone".into()))?
-            .map_err(classify)?;
+        let appended = self.engine.append(records, on_durable).await?;
         metrics::counter!("remix_records_appended_total").increment(count);
         metrics::counter!("remix_bytes_appended_total").increment(bytes as u64);
         metrics::histogram!("remix_append_seconds").record(started.elapsed().as_secs_f64());
         metrics::histogram!("remix_append_batch_records").record(count as f64);
         Ok(appended)
-    }
-}
-
-fn classify(error: LogError) -> AppendError {
-    match error {
-        LogError::NoSpace => AppendError::Unavailable("no space left on device".into()),
-        LogError::Closed => AppendError::Unavailable("shutting down".into()),
-        LogError::Stopped { reason } => AppendError::Stopped(reason),
-        e @ (LogError::BatchTooLarge { .. } | LogError::RecordTooLarge { .. }) => {
-            AppendError::TooLarge(e.to_string())
-        }
-        other => AppendError::Stopped(other.to_string()),
     }
 }

@@ -6,15 +6,11 @@
 //! that supersedes the dead letter (`superseded.rs`), the retry answers `superseded` and logs
 //! nothing. `retry --all` checks every entry in one scan of the log.
 
-use super::appender::Appender;
-use super::indexes::{Claim, DlqEntry, IdempotencyKey, Indexes, Landed};
+use super::context::{ChangeBatch, Ingest};
+use super::indexes::{Claim, DlqEntry, IdempotencyKey};
 use super::remix_in::{remix_in, Origin, RemixOutcome};
 use super::superseded::{superseding, Pending, Since};
-use crate::config::Config;
-use crate::record::{
-    self, Change, DeadLetterResolved, Decoded, FieldError, Op, KIND_CHANGE, KIND_DEAD_LETTER_RESOLVED,
-};
-use remix_storage::AppendRecord;
+use crate::record::{self, Change, DeadLetterResolved, Decoded, FieldError, Op};
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -50,30 +46,18 @@ pub fn entry_json(entry: &DlqEntry) -> serde_json::Value {
     })
 }
 
-/// The main log's and the dead-letter log's appenders.
-#[derive(Debug, Clone)]
-pub struct Logs {
-    pub main: Appender,
-    pub dlq: Appender,
-}
-
-pub async fn retry(config: &Config, logs: &Logs, indexes: &Indexes, id: u64) -> Result<Retried, DlqError> {
-    retry_many(config, logs, indexes, &[id]).await.pop().expect("one result per id")
+pub async fn retry(ingest: &Ingest, id: u64) -> Result<Retried, DlqError> {
+    retry_many(ingest, &[id]).await.pop().expect("one result per id")
 }
 
 /// Retries the dead letters `ids` (in that order; oldest first keeps per-key order), checking all of
 /// them against the log in one scan. One result per id, in order.
-pub async fn retry_many(
-    config: &Config,
-    logs: &Logs,
-    indexes: &Indexes,
-    ids: &[u64],
-) -> Vec<Result<Retried, DlqError>> {
+pub async fn retry_many(ingest: &Ingest, ids: &[u64]) -> Vec<Result<Retried, DlqError>> {
     let mut results: Vec<Option<Result<Retried, DlqError>>> = Vec::with_capacity(ids.len());
     // (index in `results`, id, the change it would log, where superseding changes begin)
     let mut ready: Ready = Vec::new();
     for &id in ids {
-        match prepare(config, &logs.main, indexes, id).await {
+        match prepare(ingest, id).await {
             Ok(Ok((change, since))) => {
                 ready.push((results.len(), id, change, since));
                 results.push(None);
@@ -83,13 +67,13 @@ pub async fn retry_many(
         }
     }
     let slots: Vec<usize> = ready.iter().map(|(slot, ..)| *slot).collect();
-    let (ready, found) = check_superseded(logs, ready).await;
+    let (ready, found) = check_superseded(ingest, ready).await;
     match found {
         Ok(found) => {
             for ((slot, id, change, _), newer) in ready.into_iter().zip(found) {
                 results[slot] = Some(match newer {
                     Some(newer_offset) => Ok(Retried::Superseded { id, newer_offset }),
-                    None => log_retried(logs, indexes, id, change).await,
+                    None => log_retried(ingest, id, change).await,
                 });
             }
         }
@@ -104,14 +88,9 @@ pub async fn retry_many(
 
 /// The entry, the change it would log now (or why it is still invalid), and where changes that
 /// supersede it begin.
-async fn prepare(
-    config: &Config,
-    appender: &Appender,
-    indexes: &Indexes,
-    id: u64,
-) -> Result<Result<(Change, Since), Vec<FieldError>>, DlqError> {
-    let entry = indexes.dead_letter(id).ok_or(DlqError::NotFound(id))?;
-    let change = match rebuild_change(config, appender, &entry).await? {
+async fn prepare(ingest: &Ingest, id: u64) -> Result<Result<(Change, Since), Vec<FieldError>>, DlqError> {
+    let entry = ingest.indexes().dead_letter(id).ok_or(DlqError::NotFound(id))?;
+    let change = match rebuild_change(ingest, &entry).await? {
         Ok(change) => change,
         Err(errors) => return Ok(Err(errors)),
     };
@@ -126,12 +105,12 @@ async fn prepare(
 type Ready = Vec<(usize, u64, Change, Since)>;
 
 /// [`superseding`] on a blocking thread; `ready` comes back with the answer.
-async fn check_superseded(logs: &Logs, ready: Ready) -> (Ready, Result<Vec<Option<u64>>, String>) {
-    let log = Arc::clone(logs.main.log());
+async fn check_superseded(ingest: &Ingest, ready: Ready) -> (Ready, Result<Vec<Option<u64>>, String>) {
+    let engine = Arc::clone(ingest.engine());
     let scan = move || {
         let pending: Vec<Pending<'_>> =
             ready.iter().map(|(_, id, change, since)| Pending { id: *id, change, since: *since }).collect();
-        let found = superseding(&log, &pending).map_err(|e| e.to_string());
+        let found = superseding(engine.as_ref(), &pending).map_err(|e| e.to_string());
         (ready, found)
     };
     match tokio::task::spawn_blocking(scan).await {
@@ -142,66 +121,44 @@ async fn check_superseded(logs: &Logs, ready: Ready) -> (Ready, Result<Vec<Optio
 }
 
 /// Logs a retried dead letter's change under the idempotency key `dlq:<id>` and resolves the entry.
-async fn log_retried(
-    logs: &Logs,
-    indexes: &Indexes,
-    id: u64,
-    mut change: Change,
-) -> Result<Retried, DlqError> {
+async fn log_retried(ingest: &Ingest, id: u64, mut change: Change) -> Result<Retried, DlqError> {
     let key = format!("dlq:{id}");
     let scoped = IdempotencyKey::new(&change.source, &change.model, &key);
-    let offset = match indexes.claim(&scoped).await {
+    let offset = match ingest.claim(&scoped).await {
         Claim::Done(landed) => landed.first_offset,
-        Claim::Proceed => {
+        Claim::Proceed(guard) => {
             change.idempotency_key = Some(key.clone());
-            let payload = serde_json::to_vec(&change).expect("serializable");
-            match logs.main.append(vec![AppendRecord { kind: KIND_CHANGE, payload }]).await {
-                Ok(appended) => {
-                    let landed =
-                        Landed { first_offset: appended.first_offset, last_offset: appended.last_offset };
-                    indexes.finish(&scoped, Some(landed));
-                    appended.first_offset
-                }
-                Err(e) => {
-                    indexes.finish(&scoped, None);
-                    return Err(DlqError::Other(e.to_string()));
-                }
-            }
+            let mut batch = ChangeBatch::new();
+            batch.push(&change);
+            batch.hold(guard);
+            let source = change.source.clone();
+            let appended = ingest.append(&source, batch).await.map_err(|e| DlqError::Other(e.to_string()))?;
+            appended.first_offset
         }
     };
-    resolve(logs, indexes, DeadLetterResolved { id, how: "retried".into(), offset: Some(offset) }).await?;
+    let resolved = DeadLetterResolved { id, how: "retried".into(), offset: Some(offset) };
+    ingest.dead_letters().resolve(resolved).await.map_err(|e| DlqError::Other(e.to_string()))?;
     Ok(Retried::Logged { id, offset })
 }
 
-pub async fn drop_entry(logs: &Logs, indexes: &Indexes, id: u64) -> Result<(), DlqError> {
-    indexes.dead_letter(id).ok_or(DlqError::NotFound(id))?;
-    resolve(logs, indexes, DeadLetterResolved { id, how: "dropped".into(), offset: None }).await
-}
-
-async fn resolve(logs: &Logs, indexes: &Indexes, resolved: DeadLetterResolved) -> Result<(), DlqError> {
-    let payload = serde_json::to_vec(&resolved).expect("serializable");
-    logs.dlq
-        .append(vec![AppendRecord { kind: KIND_DEAD_LETTER_RESOLVED, payload }])
-        .await
-        .map_err(|e| DlqError::Other(e.to_string()))?;
-    indexes.resolve(resolved.id);
-    Ok(())
+pub async fn drop_entry(ingest: &Ingest, id: u64) -> Result<(), DlqError> {
+    ingest.indexes().dead_letter(id).ok_or(DlqError::NotFound(id))?;
+    let resolved = DeadLetterResolved { id, how: "dropped".into(), offset: None };
+    ingest.dead_letters().resolve(resolved).await.map_err(|e| DlqError::Other(e.to_string()))
 }
 
 /// The change a dead letter becomes now: a source's input is remixed and validated again with the
 /// current configuration; a target's dead letter re-sends the original change (to every target).
 async fn rebuild_change(
-    config: &Config,
-    appender: &Appender,
+    ingest: &Ingest,
     entry: &DlqEntry,
 ) -> Result<Result<Change, Vec<FieldError>>, DlqError> {
+    let config = &ingest.config;
     let letter = &entry.letter;
     if letter.route.starts_with("target:") {
         let offset = letter_offset(entry)?;
-        let log = appender.log().clone();
-        let record = tokio::task::spawn_blocking(move || log.reader(offset).and_then(|mut r| r.try_next()))
+        let record = crate::runtime::engine::read_one(ingest.engine(), offset)
             .await
-            .map_err(|e| DlqError::Other(e.to_string()))?
             .map_err(|e| DlqError::Other(e.to_string()))?;
         return match record.map(|r| record::decode(r.kind, &r.payload)) {
             Some(Decoded::Change(change)) => Ok(Ok(change)),

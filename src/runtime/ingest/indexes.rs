@@ -2,7 +2,7 @@
 //! request is answered, not appended twice, even across a restart) and open dead letters.
 
 use crate::record::{self, Change, DeadLetter, Decoded};
-use remix_storage::Log;
+use crate::runtime::engine::{EngineError, LogEngine, Record};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -60,10 +60,34 @@ enum KeyState {
 /// What a request with an idempotency key should do.
 #[derive(Debug)]
 pub enum Claim {
-    /// First with this key: append, then call [`Indexes::finish`].
-    Proceed,
+    /// First with this key: append the batch holding the guard ([`ChangeBatch::hold`]).
+    Proceed(ClaimGuard),
     /// Already logged: answer with the same offsets.
     Done(Landed),
+}
+
+/// An idempotency key claimed by one request. The append that logs its records lands the key
+/// (in the log's durability order); when the guard goes without that (the append failed, or the
+/// request was dropped before appending), the key is released and the next request with it may
+/// proceed. So a key is never stuck in flight, and never released while its records may still land.
+///
+/// [`ChangeBatch::hold`]: super::ChangeBatch::hold
+#[derive(Debug)]
+pub struct ClaimGuard {
+    indexes: Arc<Indexes>,
+    key: IdempotencyKey,
+}
+
+impl ClaimGuard {
+    pub fn key(&self) -> &IdempotencyKey {
+        &self.key
+    }
+}
+
+impl Drop for ClaimGuard {
+    fn drop(&mut self) {
+        self.indexes.release(&self.key);
+    }
 }
 
 /// An open dead letter, by its log offset (its id).
@@ -121,44 +145,32 @@ fn fingerprint(letter: &DeadLetter) -> u64 {
 }
 
 impl Indexes {
-    /// Scans the main log (idempotency keys) and the dead-letter log (open dead letters) once.
-    pub fn rebuild(log: &Log, dlq: &Log) -> anyhow::Result<Indexes> {
-        Indexes::rebuild_visiting(log, dlq, &[], &mut |_| {})
-    }
-
-    /// [`Indexes::rebuild`], also showing every change record of the sources named in `visited`, in
-    /// log order, to `visit` (for sources that keep state of their own from the log, such as the
-    /// Stripe source's newest event per key). Other records are read only as far as the indexes need
+    /// Scans the main log (idempotency keys, last positions) and the dead-letter log (open dead
+    /// letters) once, also showing every change record of the sources named in `visited`, in log
+    /// order, to `visit` (for sources that keep state of their own from the log, such as the Stripe
+    /// source's newest event per key). Other records are read only as far as the indexes need
     /// (source, position, idempotency key), which is several times faster than decoding them.
-    pub fn rebuild_visiting(
-        log: &Log,
-        dlq: &Log,
+    /// Blocking.
+    pub fn rebuild(
+        main: &dyn LogEngine,
+        dlq: &dyn LogEngine,
         visited: &[String],
         visit: &mut dyn FnMut(&Change),
-    ) -> anyhow::Result<Indexes> {
+    ) -> Result<Indexes, EngineError> {
         let indexes = Indexes::default();
-        for record in dlq.reader(dlq.first_offset())? {
-            let record = record?;
-            match record::decode(record.kind, &record.payload) {
-                Decoded::DeadLetter(letter) => indexes.add_dead_letter(DlqEntry {
-                    id: record.offset,
-                    time_ms: record.timestamp_ms,
-                    letter,
-                }),
-                Decoded::Resolved(resolved) => indexes.resolve(resolved.id),
-                _ => {}
-            }
-        }
+        dlq.scan_blocking(dlq.first_offset(), &mut |record| {
+            indexes.observe_dead_letter_record(&record);
+            true
+        })?;
         let mut keys: HashMap<IdempotencyKey, Landed> = HashMap::new();
         let mut order = Vec::new();
         let mut last_positions: HashMap<String, String> = HashMap::new();
-        for record in log.reader(log.first_offset())? {
-            let record = record?;
+        main.scan_blocking(main.first_offset(), &mut |record| {
             if record.kind != record::KIND_CHANGE {
-                continue;
+                return true;
             }
             // A record that does not decode is skipped here as everywhere (`remix log dump` shows it).
-            let Ok(head) = serde_json::from_slice::<ChangeHead<'_>>(&record.payload) else { continue };
+            let Ok(head) = serde_json::from_slice::<ChangeHead<'_>>(&record.payload) else { return true };
             if visited.iter().any(|s| *s == head.source) {
                 if let Decoded::Change(change) = record::decode(record.kind, &record.payload) {
                     visit(&change);
@@ -178,7 +190,8 @@ impl Indexes {
                     last_positions.insert(head.source.into_owned(), head.position.into_owned());
                 }
             }
-        }
+            true
+        })?;
         let mut inner = indexes.lock();
         inner.last_positions = last_positions;
         for key in order.into_iter().rev().take(IDEMPOTENCY_KEYS_MAX).rev() {
@@ -190,12 +203,23 @@ impl Indexes {
         Ok(indexes)
     }
 
+    /// One record of the dead-letter log: a dead letter opens an entry, a resolution closes one.
+    pub fn observe_dead_letter_record(&self, record: &Record) {
+        match record::decode(record.kind, &record.payload) {
+            Decoded::DeadLetter(letter) => {
+                self.add_dead_letter(DlqEntry { id: record.offset, time_ms: record.timestamp_ms, letter })
+            }
+            Decoded::Resolved(resolved) => self.resolve(resolved.id),
+            _ => {}
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Claims an idempotency key: waits while another request with it is in flight.
-    pub async fn claim(&self, key: &IdempotencyKey) -> Claim {
+    pub async fn claim(self: &Arc<Self>, key: &IdempotencyKey) -> Claim {
         loop {
             let notify = {
                 let mut inner = self.lock();
@@ -204,7 +228,7 @@ impl Indexes {
                     Some(KeyState::InFlight(notify)) => Arc::clone(notify),
                     None => {
                         inner.keys.insert(key.clone(), KeyState::InFlight(Arc::new(Notify::new())));
-                        return Claim::Proceed;
+                        return Claim::Proceed(ClaimGuard { indexes: Arc::clone(self), key: key.clone() });
                     }
                 }
             };
@@ -216,14 +240,11 @@ impl Indexes {
         }
     }
 
-    /// Ends a claim: `Some` records where the batch landed, `None` releases the key (nothing logged).
-    pub fn finish(&self, key: &IdempotencyKey, landed: Option<Landed>) {
+    /// Records where a key's records landed (they are durable); wakes requests waiting for it.
+    pub fn land(&self, key: &IdempotencyKey, landed: Landed) {
         let mut inner = self.lock();
-        let previous = match landed {
-            Some(landed) => inner.keys.insert(key.clone(), KeyState::Done(landed)),
-            None => inner.keys.remove(key),
-        };
-        if landed.is_some() {
+        let previous = inner.keys.insert(key.clone(), KeyState::Done(landed));
+        if !matches!(previous, Some(KeyState::Done(_))) {
             inner.order.push_back(key.clone());
             while inner.order.len() > IDEMPOTENCY_KEYS_MAX {
                 let oldest = inner.order.pop_front().expect("non-empty");
@@ -232,6 +253,16 @@ impl Indexes {
         }
         if let Some(KeyState::InFlight(notify)) = previous {
             notify.notify_waiters();
+        }
+    }
+
+    /// Releases a key still in flight (its records did not land); a landed key stays.
+    fn release(&self, key: &IdempotencyKey) {
+        let mut inner = self.lock();
+        if let Some(KeyState::InFlight(_)) = inner.keys.get(key) {
+            if let Some(KeyState::InFlight(notify)) = inner.keys.remove(key) {
+                notify.notify_waiters();
+            }
         }
     }
 

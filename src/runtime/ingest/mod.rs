@@ -9,6 +9,6 @@ pub mod remix_in;
 pub mod superseded;
 
 pub use appender::{AppendError, Appender};
-pub use context::{Logged, SourceContext};
+pub use context::{ChangeBatch, ChangeFold, DeadLetters, Ingest, Logged};
 pub use indexes::{DlqEntry, Indexes};
 pub use remix_in::{remix_in, RemixOutcome};

@@ -11,7 +11,7 @@
 //! `dlq retry --all` reads the log once however many letters it retries.
 
 use crate::record::{Change, Op, KIND_CHANGE};
-use remix_storage::Log;
+use crate::runtime::engine::{EngineError, LogEngine};
 use std::collections::HashMap;
 
 /// Where the changes that could supersede a dead letter begin.
@@ -42,7 +42,7 @@ struct KeyOf {
 }
 
 /// For each pending dead letter, in order, the offset of the first change that supersedes it.
-pub fn superseding(log: &Log, pending: &[Pending<'_>]) -> remix_storage::Result<Vec<Option<u64>>> {
+pub fn superseding(log: &dyn LogEngine, pending: &[Pending<'_>]) -> Result<Vec<Option<u64>>, EngineError> {
     let mut found: Vec<Option<u64>> = vec![None; pending.len()];
     if pending.is_empty() {
         return Ok(found);
@@ -63,12 +63,11 @@ pub fn superseding(log: &Log, pending: &[Pending<'_>]) -> remix_storage::Result<
     });
     // One segment lookup, for the earliest time.
     let from = after_offset.chain(at_time.min().map(|t| first_offset_at(log, t))).min().expect("not empty");
-    for record in log.reader(from.max(log.first_offset()))? {
-        let record = record?;
+    log.scan_blocking(from.max(log.first_offset()), &mut |record| {
         if record.kind != KIND_CHANGE {
-            continue;
+            return true;
         }
-        let Ok(other) = serde_json::from_slice::<KeyOf>(&record.payload) else { continue };
+        let Ok(other) = serde_json::from_slice::<KeyOf>(&record.payload) else { return true };
         let candidates = match other.op {
             Op::Truncate => by_model.get(other.model.as_str()),
             _ => by_key.get(&(other.model.as_str(), other.key.to_string())),
@@ -86,13 +85,14 @@ pub fn superseding(log: &Log, pending: &[Pending<'_>]) -> remix_storage::Result<
                 found[i] = Some(record.offset);
             }
         }
-    }
+        true
+    })?;
     Ok(found)
 }
 
 /// The first offset that can hold a change appended at or after `time_ms`: the base of the first
 /// segment that ends at or after it (segments are in append order).
-fn first_offset_at(log: &Log, time_ms: u64) -> u64 {
+fn first_offset_at(log: &dyn LogEngine, time_ms: u64) -> u64 {
     let segments = log.stat().segments;
     let newer = segments.iter().find(|s| s.records > 0 && s.last_timestamp_ms >= time_ms);
     newer.map_or(log.durable_offset() + 1, |s| s.base_offset)
@@ -101,7 +101,8 @@ fn first_offset_at(log: &Log, time_ms: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use remix_storage::{AppendRecord, LogOptions, OsFs};
+    use crate::runtime::engine::LocalLog;
+    use remix_storage::{AppendRecord, Log, LogOptions, OsFs};
     use std::sync::Arc;
 
     fn change(op: Op, id: u64, retried: Option<u64>) -> Change {
@@ -125,9 +126,9 @@ mod tests {
         log.append_blocking(records).unwrap().first_offset
     }
 
-    fn check(log: &Log, id: u64, key: u64, since: Since) -> Option<u64> {
+    fn check(log: &Arc<Log>, id: u64, key: u64, since: Since) -> Option<u64> {
         let change = change(Op::Upsert, key, None);
-        superseding(log, &[Pending { id, change: &change, since }]).unwrap()[0]
+        superseding(&LocalLog::new(Arc::clone(log)), &[Pending { id, change: &change, since }]).unwrap()[0]
     }
 
     #[test]
@@ -164,6 +165,9 @@ mod tests {
             Pending { id: 40, change: &a, since: Since::Offset(0) },
             Pending { id: 41, change: &b, since: Since::Offset(0) },
         ];
-        assert_eq!(superseding(&log, &pending).unwrap(), vec![Some(retried), None]);
+        assert_eq!(
+            superseding(&LocalLog::new(Arc::clone(&log)), &pending).unwrap(),
+            vec![Some(retried), None]
+        );
     }
 }
