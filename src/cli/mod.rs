@@ -10,7 +10,6 @@ pub mod doctor;
 mod doctor_local;
 pub mod log_cmd;
 pub mod source_cmd;
-pub mod status;
 pub mod target_cmd;
 
 use clap::{Parser, Subcommand};

@@ -93,8 +93,29 @@ pub trait SourceSpec: std::fmt::Debug + Send + Sync + Any {
     fn as_any(&self) -> &dyn Any;
 }
 
-/// What a source observes of each of its change records in the log at start.
-pub type Observer = Arc<dyn Fn(&crate::record::Change) + Send + Sync>;
+/// State a source keeps from its own change records in the log (the Stripe source's newest event
+/// per key): folded at start, and saved in the start-up checkpoint so that a start reads only the
+/// records after it.
+pub trait LogFold: std::fmt::Debug + Send + Sync {
+    /// One of the source's change records, in log order. A record may be observed again after a
+    /// restore (the checkpoint and the records after it overlap by whole appends): the fold must be
+    /// idempotent.
+    fn observe(&self, change: &crate::record::Change);
+
+    /// The state as JSON, for the checkpoint.
+    fn save(&self) -> serde_json::Value;
+
+    /// Restores a saved state, before any record is observed.
+    fn restore(&self, saved: &serde_json::Value) -> Result<(), FoldError>;
+}
+
+/// A saved fold that cannot be restored (the start then reads the whole log).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct FoldError(pub String);
+
+/// What a source observes of each of its change records in the log.
+pub type Observer = Arc<dyn LogFold>;
 
 /// A source built but not started yet.
 pub trait Source: Send {

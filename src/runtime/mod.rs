@@ -9,3 +9,4 @@ pub mod node;
 pub mod open;
 pub mod serve;
 pub mod state;
+pub mod status;

@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::connector::{CatchUp, Source, SourceStart, SourceStatus, StartError, TargetStart};
 use crate::runtime::delivery::worker::WorkerContext;
 use crate::runtime::delivery::TargetHandle;
-use crate::runtime::ingest::{Indexes, Ingest, Logged};
+use crate::runtime::ingest::{checkpoint, Indexes, Ingest, Logged};
 use crate::runtime::state::StateStore;
 use remix_storage::RetentionPolicy;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,6 +42,8 @@ pub struct NodeState {
     pub state: Arc<dyn StateStore>,
     pub targets: Vec<TargetHandle>,
     pub sources: Vec<SourceHandle>,
+    /// The sources' folds (what checkpoints save of them).
+    pub observers: Vec<(String, crate::connector::Observer)>,
     pub ready: AtomicBool,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
@@ -199,6 +201,7 @@ pub async fn run(config: Config) -> Result<(), NodeError> {
         state: Arc::clone(&opened.state),
         targets,
         sources,
+        observers: opened.observers.clone(),
         ready: AtomicBool::new(false),
         metrics,
     });
@@ -294,13 +297,31 @@ async fn wait_for_signal() {
 /// Retention, and the status display (a live line on a terminal, progress lines otherwise).
 async fn background_tasks(state: Arc<NodeState>, mut shutdown: watch::Receiver<bool>) {
     let mut retention = tokio::time::interval(Duration::from_secs(RETENTION_INTERVAL_SECONDS));
-    let mut status = crate::cli::status::StatusDisplay::new();
+    let mut status = super::status::StatusDisplay::new();
     let mut tick = tokio::time::interval(Duration::from_millis(status.interval_ms()));
+    let mut checkpoints = tokio::time::interval(Duration::from_secs(checkpoint::CHECKPOINT_INTERVAL_SECONDS));
+    let mut checkpointed = state.indexes().applied_main_offset();
     loop {
         tokio::select! {
             _ = shutdown.changed() => { status.finish(); return; }
             _ = retention.tick() => apply_retention(&state).await,
             _ = tick.tick() => status.update(&state),
+            _ = checkpoints.tick() => checkpointed = checkpoint_if_grown(&state, checkpointed).await,
+        }
+    }
+}
+
+/// Saves a start-up checkpoint when the log grew by `CHECKPOINT_RECORDS_MIN` since `last`; returns
+/// the offset the newest checkpoint stands at.
+async fn checkpoint_if_grown(state: &NodeState, last: u64) -> u64 {
+    if state.indexes().applied_main_offset() < last + checkpoint::CHECKPOINT_RECORDS_MIN {
+        return last;
+    }
+    match checkpoint::save(state.state.as_ref(), state.indexes(), &state.observers).await {
+        Ok(mark) => mark.offset,
+        Err(e) => {
+            tracing::warn!("cannot write the checkpoint (the next start reads more of the log): {e}");
+            last
         }
     }
 }

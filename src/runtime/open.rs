@@ -3,7 +3,7 @@
 //! opens it the same way to act while no node runs (a DLQ retry, a Stripe catch-up).
 
 use super::engine::{EngineError, LocalLog, LogEngine};
-use super::ingest::{Appender, DeadLetters, Indexes, Ingest, Logged};
+use super::ingest::{checkpoint, Appender, DeadLetters, Ingest, Logged};
 use super::state::{FileStateStore, StateStore};
 use crate::config::Config;
 use crate::connector::Observer;
@@ -50,6 +50,8 @@ pub struct Opened {
     pub dlq_engine: Arc<dyn LogEngine>,
     pub state: Arc<dyn StateStore>,
     pub ingest: Ingest,
+    /// The sources' folds (what the checkpoint saves of them).
+    pub observers: Vec<(String, Observer)>,
 }
 
 /// Opens the logs (recovery runs here), then rebuilds the indexes, showing each change record of a
@@ -65,25 +67,16 @@ pub async fn open(config: &Arc<Config>, observers: Vec<(String, Observer)>) -> R
     let engine: Arc<dyn LogEngine> = Arc::new(LocalLog::new(Arc::clone(&main)));
     let dlq_engine: Arc<dyn LogEngine> = Arc::new(LocalLog::new(Arc::clone(&dlq)));
     let state: Arc<dyn StateStore> = Arc::new(FileStateStore::new(&config.data_dir, Arc::clone(&main)));
-    let indexes = {
-        let (engine, dlq_engine) = (Arc::clone(&engine), Arc::clone(&dlq_engine));
-        let visited: Vec<String> = observers.iter().map(|(name, _)| name.clone()).collect();
-        let mut visit = move |change: &crate::record::Change| {
-            for (name, observe) in &observers {
-                if change.source == *name {
-                    observe(change);
-                }
-            }
-        };
-        let started = Instant::now();
-        let indexes = tokio::task::spawn_blocking(move || {
-            Indexes::rebuild(engine.as_ref(), dlq_engine.as_ref(), &visited, &mut visit)
-        })
-        .await
-        .map_err(|e| OpenError::Task(e.to_string()))??;
-        tracing::info!("indexes rebuilt from the log in {} ms", started.elapsed().as_millis());
-        Arc::new(indexes)
-    };
+    let started = Instant::now();
+    let (indexes, read) = checkpoint::load(state.as_ref(), &engine, &dlq_engine, &observers).await?;
+    tracing::info!("indexes ready in {} ms", started.elapsed().as_millis());
+    let indexes = Arc::new(indexes);
+    if read >= checkpoint::CHECKPOINT_RECORDS_MIN {
+        // So that the next start, even after a crash, reads only what comes after this.
+        if let Err(e) = checkpoint::save(state.as_ref(), &indexes, &observers).await {
+            tracing::warn!("cannot write the start-up checkpoint: {e}");
+        }
+    }
     let dead_letters = DeadLetters::new(Appender::new(Arc::clone(&dlq_engine)), indexes);
     let ingest = Ingest::new(
         Arc::clone(config),
@@ -92,7 +85,7 @@ pub async fn open(config: &Arc<Config>, observers: Vec<(String, Observer)>) -> R
         Arc::new(Logged::new(config)),
         Arc::clone(&state),
     );
-    Ok(Opened { main, dlq, engine, dlq_engine, state, ingest })
+    Ok(Opened { main, dlq, engine, dlq_engine, state, ingest, observers })
 }
 
 /// Opens the main log and the dead-letter log of this configuration (blocking).
@@ -119,9 +112,14 @@ pub fn open_logs(config: &Config) -> Result<(Log, Log), OpenError> {
 
 impl Opened {
     /// Closes both logs once nothing else holds them (everything acknowledged is durable either way).
+    /// Saves a checkpoint (nothing is being appended any more), then closes both logs once nothing
+    /// else holds them (everything acknowledged is durable either way).
     pub async fn close(self) -> Result<(), OpenError> {
-        let Opened { main, dlq, engine, dlq_engine, state, ingest } = self;
-        drop((engine, dlq_engine, state, ingest));
+        let Opened { main, dlq, engine, dlq_engine, state, ingest, observers } = self;
+        if let Err(e) = checkpoint::save(state.as_ref(), ingest.indexes(), &observers).await {
+            tracing::warn!("cannot write the checkpoint at shutdown (the next start reads more): {e}");
+        }
+        drop((engine, dlq_engine, state, ingest, observers));
         for log in [main, dlq] {
             close_log(log).await?;
         }

@@ -172,8 +172,7 @@ struct Built(Arc<super::source::StripeState>);
 
 impl Source for Built {
     fn observe(&self) -> Option<crate::connector::Observer> {
-        let state = Arc::clone(&self.0);
-        Some(Arc::new(move |change| state.observe(change)))
+        Some(Arc::clone(&self.0) as crate::connector::Observer)
     }
 
     fn start(self: Box<Self>, start: SourceStart) -> Result<Started, StartError> {

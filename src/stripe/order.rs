@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 pub const ORDER_KEYS_MAX: usize = 1_000_000;
 
 /// How new an event's state is; compared by `created`, then `version` (absent is oldest).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct Order {
     pub created: i64,
     pub version: Option<i64>,
@@ -111,6 +111,11 @@ impl Gate {
         if slots.len() > self.max {
             evict(&mut slots, self.max);
         }
+    }
+
+    /// Every key remembered with its newest order (for the start-up checkpoint).
+    pub fn entries(&self) -> Vec<(String, Order)> {
+        self.lock().iter().filter_map(|(key, slot)| Some((key.clone(), slot.newest?))).collect()
     }
 
     /// The newest order logged for `key`, if remembered.

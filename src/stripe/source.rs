@@ -24,7 +24,7 @@
 
 use super::config::StripeSource;
 use super::events::{self, Event};
-use super::order::{Entered, Gate};
+use super::order::{self, Entered, Gate};
 use super::{api, catch_up, signature};
 use crate::record::{Change, DeadLetter};
 use crate::runtime::ingest::indexes::{Claim, ClaimGuard, IdempotencyKey};
@@ -73,9 +73,11 @@ impl StripeState {
     pub fn name(&self) -> &str {
         &self.source.name
     }
+}
 
+impl crate::connector::LogFold for StripeState {
     /// One change record of the log (any source; others are ignored).
-    pub fn observe(&self, change: &Change) {
+    fn observe(&self, change: &Change) {
         if change.source != self.source.name {
             return;
         }
@@ -85,16 +87,32 @@ impl StripeState {
         }
     }
 
-    /// The newest `created` (Unix seconds) of the events this source logged, if any.
-    pub fn newest_created(&self) -> Option<i64> {
-        Some(self.newest_created.load(Ordering::Relaxed)).filter(|&c| c != NONE)
+    fn save(&self) -> Value {
+        json!({ "newest_created": self.newest_created(), "gate": self.gate.entries() })
+    }
+
+    fn restore(&self, saved: &Value) -> Result<(), crate::connector::FoldError> {
+        #[derive(serde::Deserialize)]
+        struct Saved {
+            newest_created: Option<i64>,
+            gate: Vec<(String, order::Order)>,
+        }
+        let saved: Saved = serde_json::from_value(saved.clone())
+            .map_err(|e| crate::connector::FoldError(format!("stripe source {}: {e}", self.source.name)))?;
+        if let Some(created) = saved.newest_created {
+            self.newest_created.fetch_max(created, Ordering::Relaxed);
+        }
+        for (key, order) in saved.gate {
+            self.gate.observe(key, order);
+        }
+        Ok(())
     }
 }
 
-/// Feeds a change record of the start-up scan to the state of its source.
-pub fn observe(states: &[Arc<StripeState>], change: &Change) {
-    for state in states {
-        state.observe(change);
+impl StripeState {
+    /// The newest `created` (Unix seconds) of the events this source logged, if any.
+    pub fn newest_created(&self) -> Option<i64> {
+        Some(self.newest_created.load(Ordering::Relaxed)).filter(|&c| c != NONE)
     }
 }
 
@@ -332,6 +350,9 @@ impl StripeHandle {
         let mut batch = ChangeBatch::new();
         batch.push(&change);
         batch.hold(guard);
+        // The state follows the log's order (what the start-up checkpoint keeps).
+        let (state, logged) = (Arc::clone(&self.inner.state), change.clone());
+        batch.then(move |_| crate::connector::LogFold::observe(state.as_ref(), &logged));
         let appended = ingest.append(&source.name, batch).await?;
         pass.commit();
         self.inner.state.newest_created.fetch_max(event.created, Ordering::Relaxed);

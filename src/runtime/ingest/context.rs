@@ -8,7 +8,7 @@
 //! halfway leaves them as consistent as the log.
 
 use super::appender::{AppendError, Appender};
-use super::indexes::{Claim, ClaimGuard, DlqEntry, IdempotencyKey, Indexes, Landed};
+use super::indexes::{Claim, ClaimGuard, DlqEntry, IdempotencyKey, Indexes, Landed, Mark};
 use crate::config::Config;
 use crate::models::Model;
 use crate::record::{
@@ -115,6 +115,7 @@ impl Ingest {
             if let Some(then) = then {
                 then(appended);
             }
+            indexes.applied_main(Mark { offset: appended.last_offset, time_ms: appended.timestamp_ms });
             // The claims end here: their keys landed above (and are released when the hook is
             // dropped unrun).
             drop(guards);
@@ -271,6 +272,7 @@ impl DeadLetters {
                     DlqEntry { id: appended.first_offset + i as u64, time_ms: appended.timestamp_ms, letter };
                 indexes.add_dead_letter(entry);
             }
+            indexes.applied_dlq(Mark { offset: appended.last_offset, time_ms: appended.timestamp_ms });
         };
         let appended = self.appender.append(records, Some(Box::new(hook))).await?;
         Ok((appended.first_offset..appended.first_offset + count).collect())
@@ -281,7 +283,10 @@ impl DeadLetters {
         let payload = serde_json::to_vec(&resolved).expect("serializable");
         let indexes = Arc::clone(&self.indexes);
         let id = resolved.id;
-        let hook = move |_: &Appended| indexes.resolve(id);
+        let hook = move |appended: &Appended| {
+            indexes.resolve(id);
+            indexes.applied_dlq(Mark { offset: appended.last_offset, time_ms: appended.timestamp_ms });
+        };
         self.appender
             .append(vec![AppendRecord { kind: KIND_DEAD_LETTER_RESOLVED, payload }], Some(Box::new(hook)))
             .await?;

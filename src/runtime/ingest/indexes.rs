@@ -33,7 +33,8 @@ struct ChangeHead<'a> {
 /// `op-1` for `/customers` must not swallow its `op-1` for `/orders`). Change records carry the
 /// key as sent; the scope comes from their `source` and `model`, so logs written before keys were
 /// scoped are indexed the same way.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct IdempotencyKey(String);
 
 impl IdempotencyKey {
@@ -44,7 +45,7 @@ impl IdempotencyKey {
 }
 
 /// Where an idempotency key's batch landed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Landed {
     pub first_offset: u64,
     pub last_offset: u64,
@@ -91,7 +92,7 @@ impl Drop for ClaimGuard {
 }
 
 /// An open dead letter, by its log offset (its id).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DlqEntry {
     pub id: u64,
     pub time_ms: u64,
@@ -112,6 +113,29 @@ struct Inner {
     /// source that resumes from before them skips them by exact position instead of sending the same
     /// rows to the DLQ again.
     dead_letter_positions: HashMap<String, VecDeque<String>>,
+    /// The last record of each log whose effects the indexes hold (with every record before it).
+    applied_main: Mark,
+    applied_dlq: Mark,
+}
+
+/// A record of a log: its offset and time (a checkpoint checks both against the log).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Mark {
+    pub offset: u64,
+    pub time_ms: u64,
+}
+
+/// The indexes as a value: what the start-up checkpoint saves.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexesState {
+    pub applied_main: Mark,
+    pub applied_dlq: Mark,
+    /// Landed idempotency keys, oldest first.
+    pub keys: Vec<(IdempotencyKey, Landed)>,
+    pub last_positions: BTreeMap<String, String>,
+    pub dead_letters: Vec<DlqEntry>,
+    pub dead_letter_positions: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -119,7 +143,36 @@ pub struct Indexes {
     inner: Mutex<Inner>,
 }
 
+impl Mark {
+    fn max_by_offset(self, other: Mark) -> Mark {
+        if other.offset > self.offset {
+            other
+        } else {
+            self
+        }
+    }
+}
+
 impl Inner {
+    /// A change record carrying `key` at `offset`: the key's first record opens its range, later
+    /// ones extend it.
+    fn observe_key(&mut self, key: IdempotencyKey, offset: u64) {
+        match self.keys.get_mut(&key) {
+            Some(KeyState::Done(landed)) => landed.last_offset = landed.last_offset.max(offset),
+            _ => {
+                self.keys.insert(
+                    key.clone(),
+                    KeyState::Done(Landed { first_offset: offset, last_offset: offset }),
+                );
+                self.order.push_back(key);
+                while self.order.len() > IDEMPOTENCY_KEYS_MAX {
+                    let oldest = self.order.pop_front().expect("non-empty");
+                    self.keys.remove(&oldest);
+                }
+            }
+        }
+    }
+
     fn forget_input(&mut self, id: u64, letter: &DeadLetter) {
         let key = fingerprint(letter);
         if let Some(ids) = self.by_input.get_mut(&key) {
@@ -145,27 +198,23 @@ fn fingerprint(letter: &DeadLetter) -> u64 {
 }
 
 impl Indexes {
-    /// Scans the main log (idempotency keys, last positions) and the dead-letter log (open dead
-    /// letters) once, also showing every change record of the sources named in `visited`, in log
-    /// order, to `visit` (for sources that keep state of their own from the log, such as the Stripe
-    /// source's newest event per key). Other records are read only as far as the indexes need
-    /// (source, position, idempotency key), which is several times faster than decoding them.
-    /// Blocking.
-    pub fn rebuild(
+    /// Reads the main log from `from` (idempotency keys, last positions), also showing every change
+    /// record of the sources named in `visited`, in log order, to `visit` (for sources that keep
+    /// state of their own from the log, such as the Stripe source's newest event per key). Other
+    /// records are read only as far as the indexes need (source, position, idempotency key), which
+    /// is several times faster than decoding them. Blocking; returns the records read.
+    pub fn scan_main(
+        &self,
         main: &dyn LogEngine,
-        dlq: &dyn LogEngine,
+        from: u64,
         visited: &[String],
         visit: &mut dyn FnMut(&Change),
-    ) -> Result<Indexes, EngineError> {
-        let indexes = Indexes::default();
-        dlq.scan_blocking(dlq.first_offset(), &mut |record| {
-            indexes.observe_dead_letter_record(&record);
-            true
-        })?;
-        let mut keys: HashMap<IdempotencyKey, Landed> = HashMap::new();
-        let mut order = Vec::new();
-        let mut last_positions: HashMap<String, String> = HashMap::new();
-        main.scan_blocking(main.first_offset(), &mut |record| {
+    ) -> Result<u64, EngineError> {
+        let mut inner = self.lock();
+        let mut read = 0;
+        main.scan_blocking(from.max(main.first_offset()), &mut |record| {
+            read += 1;
+            inner.applied_main = Mark { offset: record.offset, time_ms: record.timestamp_ms };
             if record.kind != record::KIND_CHANGE {
                 return true;
             }
@@ -177,34 +226,34 @@ impl Indexes {
                 }
             }
             if let Some(key) = &head.idempotency_key {
-                let key = IdempotencyKey::new(&head.source, &head.model, key);
-                let landed = keys.entry(key.clone()).or_insert_with(|| {
-                    order.push(key);
-                    Landed { first_offset: record.offset, last_offset: record.offset }
-                });
-                landed.last_offset = record.offset;
+                inner.observe_key(IdempotencyKey::new(&head.source, &head.model, key), record.offset);
             }
-            match last_positions.get_mut(head.source.as_ref()) {
+            match inner.last_positions.get_mut(head.source.as_ref()) {
                 Some(position) => head.position.as_ref().clone_into(position),
                 None => {
-                    last_positions.insert(head.source.into_owned(), head.position.into_owned());
+                    inner.last_positions.insert(head.source.into_owned(), head.position.into_owned());
                 }
             }
             true
         })?;
-        let mut inner = indexes.lock();
-        inner.last_positions = last_positions;
-        for key in order.into_iter().rev().take(IDEMPOTENCY_KEYS_MAX).rev() {
-            let landed = keys[&key];
-            inner.keys.insert(key.clone(), KeyState::Done(landed));
-            inner.order.push_back(key);
-        }
-        drop(inner);
-        Ok(indexes)
+        Ok(read)
+    }
+
+    /// Reads the dead-letter log from `from`: a dead letter opens an entry, a resolution closes
+    /// one. Blocking; returns the records read.
+    pub fn scan_dlq(&self, dlq: &dyn LogEngine, from: u64) -> Result<u64, EngineError> {
+        let mut read = 0;
+        dlq.scan_blocking(from.max(dlq.first_offset()), &mut |record| {
+            read += 1;
+            self.observe_dead_letter_record(&record);
+            self.lock().applied_dlq = Mark { offset: record.offset, time_ms: record.timestamp_ms };
+            true
+        })?;
+        Ok(read)
     }
 
     /// One record of the dead-letter log: a dead letter opens an entry, a resolution closes one.
-    pub fn observe_dead_letter_record(&self, record: &Record) {
+    fn observe_dead_letter_record(&self, record: &Record) {
         match record::decode(record.kind, &record.payload) {
             Decoded::DeadLetter(letter) => {
                 self.add_dead_letter(DlqEntry { id: record.offset, time_ms: record.timestamp_ms, letter })
@@ -212,6 +261,69 @@ impl Indexes {
             Decoded::Resolved(resolved) => self.resolve(resolved.id),
             _ => {}
         }
+    }
+
+    /// The effects of the main log's records up to `mark` are in (appends call this last in their
+    /// durability hook).
+    pub fn applied_main(&self, mark: Mark) {
+        let mut inner = self.lock();
+        inner.applied_main = inner.applied_main.max_by_offset(mark);
+    }
+
+    /// The offset of the main log's last record whose effects the indexes hold.
+    pub fn applied_main_offset(&self) -> u64 {
+        self.lock().applied_main.offset
+    }
+
+    /// As [`Indexes::applied_main`], for the dead-letter log.
+    pub fn applied_dlq(&self, mark: Mark) {
+        let mut inner = self.lock();
+        inner.applied_dlq = inner.applied_dlq.max_by_offset(mark);
+    }
+
+    /// The indexes as a value (landed keys only: a claim in flight is not saved).
+    pub fn state(&self) -> IndexesState {
+        let inner = self.lock();
+        let keys = inner
+            .order
+            .iter()
+            .filter_map(|key| match inner.keys.get(key) {
+                Some(KeyState::Done(landed)) => Some((key.clone(), *landed)),
+                _ => None,
+            })
+            .collect();
+        IndexesState {
+            applied_main: inner.applied_main,
+            applied_dlq: inner.applied_dlq,
+            keys,
+            last_positions: inner.last_positions.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            dead_letters: inner.dead_letters.values().cloned().collect(),
+            dead_letter_positions: inner
+                .dead_letter_positions
+                .iter()
+                .map(|(k, v)| (k.clone(), v.iter().cloned().collect()))
+                .collect(),
+        }
+    }
+
+    /// Indexes holding `state`.
+    pub fn from_state(state: IndexesState) -> Indexes {
+        let indexes = Indexes::default();
+        for entry in state.dead_letters {
+            indexes.add_dead_letter(entry);
+        }
+        let mut inner = indexes.lock();
+        inner.applied_main = state.applied_main;
+        inner.applied_dlq = state.applied_dlq;
+        inner.last_positions = state.last_positions.into_iter().collect();
+        inner.dead_letter_positions =
+            state.dead_letter_positions.into_iter().map(|(k, v)| (k, v.into_iter().collect())).collect();
+        for (key, landed) in state.keys {
+            inner.keys.insert(key.clone(), KeyState::Done(landed));
+            inner.order.push_back(key);
+        }
+        drop(inner);
+        indexes
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {

@@ -2,6 +2,7 @@
 //! log with acknowledgement only after the fsync.
 
 pub mod appender;
+pub mod checkpoint;
 pub mod context;
 pub mod dlq;
 pub mod indexes;
