@@ -102,9 +102,34 @@
 //!   [`BATCH_BYTES_MAX`] encoded; one write (one group) is at most [`WRITE_BYTES_MAX`]. Hence everything
 //!   after the last fsync of a segment lies within `WRITE_BYTES_MAX` bytes of its end: that is the only
 //!   place a crash can tear.
-//! - The writer writes one group, fsyncs it, and only then writes the next: so a valid GROUP_END frame
-//!   with further bytes after it proves that everything before it was synced. Recovery uses this to
-//!   tell a torn tail (cut off, copied to `quarantine/`) from corruption (refuse to open).
+//! - The writer writes one group with one write, fsyncs it, and only then writes the next; a seal frame
+//!   is a write of its own, and nothing follows it in its segment. All frames of one group carry the
+//!   same timestamp. So at most one write is ever unsynced: the last one of the newest segment, which
+//!   starts right after that segment's last complete group.
+//! - Torn tail versus corruption (recovery, `verify` and `repair` judge alike: `recovery::judge_tail`).
+//!   A power loss may keep any of the 512-byte sectors of the unsynced write and lose the others (lost
+//!   ones read as zeros, or are missing at the end of the file), so a torn write can show valid frames
+//!   after a damaged one, even its GROUP_END frame ending exactly at the end of the file. Let P be the
+//!   end of the newest segment's last complete group and L its last offset. The bytes from P to the end
+//!   of the file are a torn tail (cut off, copied to `quarantine/` first) only if they can all belong
+//!   to one write starting at P: frames at increasing positions with offsets L+1, L+2, ..., one
+//!   timestamp, only the last flagged GROUP_END, and nothing after that one. Each frame whose place is
+//!   known is checked against this: the chain of frame headers from P (a header's length gives the next
+//!   frame's position whether or not its payload is intact; a header with one flipped bit is read as
+//!   corrected, its CRC having a Hamming distance of 5 at this length), and every whole valid frame
+//!   (both checksums) at any byte position after that chain breaks, followed by its own chain. The
+//!   bytes are corruption (the node refuses to start, naming the segment, the bad frame's byte position
+//!   and the offset due there; `verify` reports it; only `repair` cuts it) if such a frame is flagged
+//!   GROUP_END and bytes follow it (a later write followed, so the damaged bytes were synced; this
+//!   holds when the later group ends exactly at the end of the file too), is a seal, carries an offset
+//!   that no frame of that one write can have at its position, or a timestamp that another does not;
+//!   and whenever the bad bytes lie in a segment that is not the newest, follow a seal, are a valid
+//!   frame with the wrong offset, or span more than `WRITE_BYTES_MAX`.
+//! - What that cannot tell apart: damage confined to the newest segment's last group (nothing placeable
+//!   after it) looks exactly like a torn write of that group and is cut, although the group may have
+//!   been acknowledged; and so does damage that destroys (beyond one bit) the GROUP_END header of the
+//!   group before it when nothing else separates the two groups (no other readable frame of the
+//!   damaged group, or the same timestamp).
 //! - Offsets are dense across segments: a segment's base offset is its predecessor's last offset + 1.
 
 use crc32fast::Hasher;

@@ -9,17 +9,26 @@
 //!
 //! In read-only mode (inspection beside a running node) nothing is changed on disk: a torn or
 //! in-flight tail is left alone and simply not read.
+//!
+//! Torn tail versus corruption ([`judge_tail`], shared with `verify` and `repair`): recovery cuts the
+//! bytes after the newest segment's last complete group only when they can all belong to its one
+//! unsynced write; any frame placed among them that shows a later write (a GROUP_END frame with bytes
+//! after it, even when the group after it ends exactly at the end of the file; a seal; an offset or a
+//! timestamp that one write cannot have there) makes them corruption, and recovery refuses to open.
+//! A torn write may lose a middle sector and keep its last frame, so a complete group at the end of
+//! the file is no proof by itself. The full rule is in [`crate::format`].
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::{
-    parse_file_name, segment_file_name, FileKind, SegmentHeader, SegmentIndex, SEGMENT_HEADER_BYTES,
-    START_MAGIC, WRITE_BYTES_MAX,
+    decode_frame, decode_frame_header, parse_file_name, segment_file_name, FileKind, FrameHeader,
+    SegmentHeader, SegmentIndex, FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES, START_MAGIC, WRITE_BYTES_MAX,
 };
-use crate::fs::{read_exact_at, read_file, write_file_atomic, Fs, OpenMode};
-use crate::scan::{scan_groups, Stop};
+use crate::fs::{read_exact_at, read_file, write_file_atomic, Fs, FsFile, OpenMode};
+use crate::scan::{scan_groups, GroupScan, Stop};
 use crate::segment::{meta_from_index, Segment, SegmentMeta};
 use crate::slots::SlotFile;
 use crate::Paths;
+use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -181,15 +190,13 @@ fn open_segment(
         release_if_sealed(&segment);
         return Ok(segment);
     }
-    let tail = scan_segment(&segment, file_len)?;
-    match tail {
+    match scan_segment(&segment, file_len, newest)? {
         Tail::Clean => sync(&segment)?,
         // Cutting syncs the segment.
-        Tail::Torn { position, reason } if newest => {
+        Tail::Torn { position, reason } => {
             cut_torn_tail(fs, paths, mode, &segment, position, file_len, &reason, now_ms, notes)?;
         }
-        Tail::Torn { position, reason } => {
-            let offset = segment.meta().last_offset + 1;
+        Tail::Corrupt { position, offset, reason } => {
             return Err(Error::Corrupt { segment: path, position, offset, reason });
         }
     }
@@ -243,67 +250,207 @@ fn load_index(fs: &dyn Fs, segment: &Segment, file_len: u64) -> Option<SegmentIn
     matches.then_some(index)
 }
 
-#[derive(Debug)]
-enum Tail {
-    Clean,
-    /// Bytes from `position` are not part of the log: a torn write (if within the newest segment's
-    /// last write) or corruption (anywhere else).
-    Torn {
-        position: u64,
-        reason: String,
-    },
-}
-
-/// Scans every frame of the segment into its meta. Stops at the first bad frame and decides whether
-/// it can be a torn write; corruption is returned as an error.
-fn scan_segment(segment: &Segment, file_len: u64) -> Result<Tail> {
+/// Scans every frame of the segment into its meta (up to its last complete group) and judges what
+/// follows.
+fn scan_segment(segment: &Segment, file_len: u64, newest: bool) -> Result<Tail> {
     let empty = SegmentMeta::empty(segment.base_offset);
     let scan = scan_groups(segment.file(), segment.salt, empty, file_len).at(&segment.path)?;
-    if let Some(Stop::Misplaced { position, expected, reason }) = scan.stop {
-        return Err(Error::Corrupt { segment: segment.path.clone(), position, offset: expected, reason });
-    }
-    let torn_at = scan.committed.bytes;
+    let tail = judge_tail(segment.file().as_ref(), segment.salt, &scan, file_len, newest).at(&segment.path)?;
     *segment.meta() = scan.committed;
-    if torn_at == file_len {
-        return Ok(Tail::Clean);
-    }
-    let reason = scan.stop.map_or_else(|| "incomplete last group".to_owned(), |stop| stop.to_string());
-    classify_tail(segment, torn_at, file_len, reason)
+    Ok(tail)
 }
 
-/// A bad region at `torn_at` is a torn tail only if it could be the last, unsynced write: within
-/// WRITE_BYTES_MAX of the end, and not followed by a complete group with more bytes after it (the
-/// writer never starts a write before the previous one is synced).
-fn classify_tail(segment: &Segment, torn_at: u64, file_len: u64, reason: String) -> Result<Tail> {
-    let corrupt = |why: String| Error::Corrupt {
-        segment: segment.path.clone(),
-        position: torn_at,
-        offset: segment.meta().last_offset + 1,
-        reason: why,
+/// What follows a segment's last complete group, as [`judge_tail`] sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Tail {
+    /// Nothing: the file ends with a complete group, the seal, or the segment header.
+    Clean,
+    /// The bytes from `position` (the end of the last complete group) to the end of the file can all
+    /// be the newest segment's last write, unsynced and torn: recovery cuts them, copied to
+    /// `quarantine/` first (read-only: leaves them unread); `verify` notes them.
+    Torn { position: u64, reason: String },
+    /// Corruption at `position`, where a record of offset `offset` was due: recovery refuses to open,
+    /// `verify` reports a problem, `repair` cuts the segment at its last complete group.
+    Corrupt { position: u64, offset: u64, reason: String },
+}
+
+/// Torn tail versus corruption: the one judgement recovery, `verify` and `repair` share, for a
+/// segment `scan` (of `file`, `file_len` bytes long) covered up to its last complete group, which
+/// ended at byte P with offset L. The rule (see "Limits and invariants" in [`crate::format`]):
+///
+/// The writer writes a group with one write, syncs it, and only then writes the next; a seal is a
+/// write of its own and nothing follows it in its segment. So at most one write is unsynced: the
+/// last one of the newest segment, which starts at P. A power loss may keep any of its 512-byte
+/// sectors and lose the others (lost ones read as zeros or are missing at the end), so a torn write
+/// can show valid frames after a damaged one, even its GROUP_END frame at the very end of the file.
+/// The bytes from P are therefore a torn tail only if they can all belong to that one write: frames
+/// at increasing positions with offsets L+1, L+2, ..., one timestamp, only the last flagged
+/// GROUP_END, and nothing after it. They are corruption if the segment is not the newest, is sealed,
+/// a scanned frame is misplaced, they are more than WRITE_BYTES_MAX, or a frame placed among them
+/// (see [`placed_frames`]) contradicts that: it is flagged GROUP_END and bytes follow it (a later
+/// write followed, so this one was synced; this holds when the later group ends exactly at the end
+/// of the file too), it is a seal, its offset cannot be that of a frame of the write at its
+/// position, or its timestamp differs from another's.
+pub(crate) fn judge_tail(
+    file: &dyn FsFile,
+    salt: u64,
+    scan: &GroupScan,
+    file_len: u64,
+    newest: bool,
+) -> io::Result<Tail> {
+    let committed = &scan.committed;
+    let from = committed.bytes;
+    let (position, offset, what) = match &scan.stop {
+        Some(Stop::Misplaced { position, expected, reason }) => {
+            return Ok(Tail::Corrupt { position: *position, offset: *expected, reason: reason.clone() });
+        }
+        Some(stop) => (stop.position(), stop.offset(), stop.to_string()),
+        None if from >= file_len => return Ok(Tail::Clean),
+        None => (from, committed.last_offset + 1, "incomplete last group".to_owned()),
     };
-    if file_len - torn_at > WRITE_BYTES_MAX as u64 {
-        return Err(corrupt(format!("{reason}, {} bytes before the end of the file", file_len - torn_at)));
+    let corrupt = |reason: String| Ok(Tail::Corrupt { position, offset, reason });
+    if !newest {
+        return corrupt(format!("{what}; only the newest segment can end in an unsynced write"));
     }
-    if let Some(later) = synced_group_after(segment, torn_at, file_len)? {
-        return Err(corrupt(format!(
-            "{reason}; a complete group at byte {later} follows it, so it was synced"
-        )));
+    if committed.sealed {
+        return corrupt(format!("{what}, after the seal frame (nothing follows a seal)"));
     }
-    Ok(Tail::Torn { position: torn_at, reason })
+    let tail_bytes = file_len - from;
+    if tail_bytes > WRITE_BYTES_MAX as u64 {
+        return corrupt(format!("{what}, {tail_bytes} bytes before the end of the file"));
+    }
+    let bytes = read_up_to(file, from, file_len)?;
+    let placed = placed_frames(&bytes, salt, committed.last_offset + 1);
+    match contradiction(&placed, bytes.len(), from, committed.last_offset + 1) {
+        Some(why) => corrupt(format!("{what}; {why}")),
+        None => Ok(Tail::Torn { position: from, reason: what }),
+    }
 }
 
-/// Looks at every byte position after `from` for a valid GROUP_END frame that has bytes after it.
-fn synced_group_after(segment: &Segment, from: u64, file_len: u64) -> Result<Option<u64>> {
-    let len = (file_len - from) as usize;
-    let mut bytes = vec![0u8; len];
-    read_exact_at(segment.file().as_ref(), &mut bytes, from).at(&segment.path)?;
-    for at in 1..len {
-        let Ok((header, _)) = crate::format::decode_frame(&bytes[at..], segment.salt) else { continue };
-        if header.is_group_end() && at + header.frame_bytes() < len {
-            return Ok(Some(from + at as u64));
+/// The bytes of `file` from `from` to `to`, fewer if it is shorter by now (a running writer cuts a
+/// write that found the disk full back).
+fn read_up_to(file: &dyn FsFile, from: u64, to: u64) -> io::Result<Vec<u8>> {
+    let mut bytes = vec![0u8; (to - from) as usize];
+    let mut filled = 0;
+    while filled < bytes.len() {
+        match file.read_at(&mut bytes[filled..], from + filled as u64)? {
+            0 => break,
+            n => filled += n,
         }
     }
-    Ok(None)
+    bytes.truncate(filled);
+    Ok(bytes)
+}
+
+/// A frame whose place in the tail is known: at byte `at` of it (P + `at` in the file).
+#[derive(Debug)]
+struct Placed {
+    at: usize,
+    header: FrameHeader,
+}
+
+/// Every frame that can be placed in `tail` (the bytes after the last complete group, whose first
+/// frame would have `first_offset`): the chain of frame headers from its start, where each header's
+/// length gives the next frame's position (a header is read as written if one flipped bit makes it
+/// valid: see [`header_as_written`]; the payload need not be valid), as far as headers decode with
+/// the offsets due; then, from where that chain breaks, every whole valid frame (both checksums, so
+/// not there by chance) found at any byte position, each followed by its own chain. In position
+/// order.
+fn placed_frames(tail: &[u8], salt: u64, first_offset: u64) -> Vec<Placed> {
+    let mut placed = Vec::new();
+    let mut at = follow_chain(tail, salt, 0, first_offset, &mut placed);
+    while at + FRAME_HEADER_BYTES <= tail.len() {
+        match decode_frame(&tail[at..], salt) {
+            Ok((header, _)) => {
+                placed.push(Placed { at, header });
+                at = follow_chain(tail, salt, at + header.frame_bytes(), header.offset + 1, &mut placed);
+            }
+            Err(_) => at += 1,
+        }
+    }
+    placed
+}
+
+/// Places the frames whose headers decode one after another from `at`, the first due to carry
+/// `offset` (a seal repeats the offset before it); returns where the chain breaks.
+fn follow_chain(tail: &[u8], salt: u64, mut at: usize, mut offset: u64, placed: &mut Vec<Placed>) -> usize {
+    while let Some(header) = tail.get(at..).and_then(|b| header_as_written(b, salt)) {
+        let due = if header.is_seal() { header.offset + 1 == offset } else { header.offset == offset };
+        if !due {
+            break;
+        }
+        placed.push(Placed { at, header });
+        at += header.frame_bytes();
+        offset += 1;
+    }
+    at
+}
+
+/// The frame header at the start of `b` as it was written: as it is if it decodes, else with the one
+/// bit flipped whose flip makes it decode. The header checksum (CRC-32 over 36 bytes, salt included)
+/// has a Hamming distance of 5 at this length, so a header with one flipped bit has exactly one valid
+/// header one bit away, the one written, and a header with two or three flipped bits has none.
+fn header_as_written(b: &[u8], salt: u64) -> Option<FrameHeader> {
+    let b = b.get(..FRAME_HEADER_BYTES)?;
+    if let Ok(header) = decode_frame_header(b, salt) {
+        return Some(header);
+    }
+    let mut copy = [0u8; FRAME_HEADER_BYTES];
+    copy.copy_from_slice(b);
+    (0..FRAME_HEADER_BYTES * 8).find_map(|bit| {
+        copy[bit / 8] ^= 1 << (bit % 8);
+        let header = decode_frame_header(&copy, salt).ok();
+        copy[bit / 8] ^= 1 << (bit % 8);
+        header
+    })
+}
+
+/// Why the `placed` frames of a tail of `len` bytes (from byte `from`, its first frame due to have
+/// `first_offset`) cannot all be of one write starting there, if they cannot.
+fn contradiction(placed: &[Placed], len: usize, from: u64, first_offset: u64) -> Option<String> {
+    let byte = |p: &Placed| from + p.at as u64;
+    for p in placed {
+        let end = p.at + p.header.frame_bytes();
+        if p.header.is_group_end() && end < len {
+            return Some(format!(
+                "the frame at byte {} (offset {}) ends a write (GROUP_END) and {} bytes follow it: a later \
+                 write, so the bad frame was synced",
+                byte(p),
+                p.header.offset,
+                len - end
+            ));
+        }
+    }
+    if let Some(p) = placed.iter().find(|p| p.header.is_seal()) {
+        return Some(format!(
+            "a seal frame follows at byte {}: a later write, so the bad frame was synced",
+            byte(p)
+        ));
+    }
+    // Each frame of the write needs at least a header's bytes, after the frames before it.
+    let (mut end, mut last) = (0, first_offset - 1);
+    for p in placed {
+        let offset = p.header.offset;
+        let room = (p.at.saturating_sub(end) / FRAME_HEADER_BYTES) as u64;
+        if p.at < end || offset <= last || offset - last - 1 > room {
+            return Some(format!(
+                "the frame at byte {} has offset {offset}, which no frame there of one write of offsets \
+                 {first_offset}.. from byte {from} can have",
+                byte(p)
+            ));
+        }
+        (end, last) = (p.at + p.header.frame_bytes(), offset);
+    }
+    let first = placed.first()?;
+    let other = placed.iter().find(|p| p.header.timestamp_ms != first.header.timestamp_ms)?;
+    Some(format!(
+        "the frames at bytes {} and {} have different timestamps ({} and {} ms), and the frames of one write \
+         share one: a later write, so the bad frame was synced",
+        byte(first),
+        byte(other),
+        first.header.timestamp_ms,
+        other.header.timestamp_ms
+    ))
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -108,8 +108,9 @@ impl Scanner {
 /// Why a group scan stopped before the end of the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Stop {
-    /// Bytes that do not decode as a frame: a tear or corruption, the caller decides.
-    Bad { position: u64, error: DecodeError },
+    /// Bytes that do not decode as a frame: a tear or corruption, the caller decides. `offset` is the
+    /// one a record at `position` would have.
+    Bad { position: u64, offset: u64, error: DecodeError },
     /// A valid frame in the wrong place (wrong offset, or after the seal): always corruption.
     Misplaced { position: u64, expected: u64, reason: String },
 }
@@ -120,12 +121,20 @@ impl Stop {
             Stop::Bad { position, .. } | Stop::Misplaced { position, .. } => *position,
         }
     }
+
+    /// The offset a record at [`Stop::position`] would have.
+    pub(crate) fn offset(&self) -> u64 {
+        match self {
+            Stop::Bad { offset, .. } => *offset,
+            Stop::Misplaced { expected, .. } => *expected,
+        }
+    }
 }
 
 impl std::fmt::Display for Stop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Stop::Bad { position, error } => write!(f, "bad frame at byte {position}: {error}"),
+            Stop::Bad { position, error, .. } => write!(f, "bad frame at byte {position}: {error}"),
             Stop::Misplaced { reason, .. } => f.write_str(reason),
         }
     }
@@ -155,7 +164,9 @@ pub(crate) fn scan_groups(
     let stop = loop {
         let (position, header) = match scanner.next_frame()? {
             Scanned::End => break None,
-            Scanned::Bad { position, error } => break Some(Stop::Bad { position, error }),
+            Scanned::Bad { position, error } => {
+                break Some(Stop::Bad { position, offset: meta.last_offset + 1, error })
+            }
             Scanned::Frame { position, header } => (position, header),
         };
         let expected = if header.is_seal() { meta.last_offset } else { meta.last_offset + 1 };

@@ -4,14 +4,16 @@
 use crate::error::{Error, IoContext, Result};
 use crate::format::{
     parse_file_name, FileKind, SegmentHeader, SegmentIndex, Slot, CURSOR_MAGIC, SEGMENT_HEADER_BYTES,
-    START_MAGIC, WRITE_BYTES_MAX,
+    START_MAGIC,
 };
 use crate::fs::{read_exact_at, read_file, write_file_atomic, Fs, OpenMode};
+use crate::recovery::{judge_tail, Tail};
 use crate::scan::scan_groups;
 use crate::segment::SegmentMeta;
 use crate::slots::SlotFile;
 use crate::Paths;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// One thing wrong with the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,8 +58,8 @@ struct SegmentCheck {
     file_len: u64,
     /// Meta up to the end of the last complete group before any bad frame.
     committed: SegmentMeta,
-    /// First bad position, if any, and whether it is confined to the tail of the newest segment.
-    bad: Option<(u64, String)>,
+    /// What follows the last complete group: judged exactly as recovery judges it.
+    tail: Tail,
 }
 
 /// Checks everything; never changes anything. Works beside a running node.
@@ -89,7 +91,7 @@ pub fn verify(fs: &dyn Fs, data_dir: &Path) -> Result<VerifyReport> {
             continue;
         }
         let newest = i + 1 == bases.len();
-        let check = check_segment(fs, &paths, base, &mut report)?;
+        let check = check_segment(fs, &paths, base, newest, &mut report)?;
         let Some(check) = check else { continue };
         if let Some(expected) = expected.filter(|&e| e != base) {
             report.problems.push(Problem {
@@ -134,6 +136,7 @@ fn check_segment(
     fs: &dyn Fs,
     paths: &Paths,
     base: u64,
+    newest: bool,
     report: &mut VerifyReport,
 ) -> Result<Option<SegmentCheck>> {
     let path = paths.log_dir.join(crate::format::segment_file_name(base));
@@ -162,33 +165,26 @@ fn check_segment(
             return Ok(None);
         }
     };
-    let scan = scan_groups(file, header.salt, SegmentMeta::empty(base), file_len).at(&path)?;
-    let committed = scan.committed;
-    let bad = match scan.stop {
-        Some(stop) => Some((stop.position(), stop.to_string())),
-        None if committed.bytes < file_len => Some((committed.bytes, "incomplete last group".to_owned())),
-        None => None,
-    };
-    Ok(Some(SegmentCheck { base, path, file_len, committed, bad }))
+    let scan = scan_groups(Arc::clone(&file), header.salt, SegmentMeta::empty(base), file_len).at(&path)?;
+    let tail = judge_tail(file.as_ref(), header.salt, &scan, file_len, newest).at(&path)?;
+    Ok(Some(SegmentCheck { base, path, file_len, committed: scan.committed, tail }))
 }
 
 fn judge_segment(fs: &dyn Fs, check: &SegmentCheck, newest: bool, report: &mut VerifyReport) {
-    let offset = check.committed.last_offset + 1;
-    if let Some((position, message)) = &check.bad {
-        let tail_bytes = check.file_len - check.committed.bytes;
-        if newest && tail_bytes <= WRITE_BYTES_MAX as u64 && !check.committed.sealed {
-            report.notes.push(format!(
-                "{}: {tail_bytes} bytes at byte {} are not a complete group ({message}); a running writer may be \
-                 mid-write, otherwise the next open cuts them as a torn tail",
-                check.path.display(),
-                check.committed.bytes
-            ));
-        } else {
+    match &check.tail {
+        Tail::Clean => {}
+        Tail::Torn { position, reason } => report.notes.push(format!(
+            "{}: {} bytes at byte {position} are not a complete group ({reason}); a running writer may be \
+             mid-write, otherwise the next open cuts them as a torn tail",
+            check.path.display(),
+            check.file_len - position,
+        )),
+        Tail::Corrupt { position, offset, reason } => {
             report.problems.push(Problem {
                 path: check.path.clone(),
                 position: *position,
-                offset,
-                message: message.clone(),
+                offset: *offset,
+                message: reason.clone(),
             });
             return;
         }
@@ -197,7 +193,7 @@ fn judge_segment(fs: &dyn Fs, check: &SegmentCheck, newest: bool, report: &mut V
         report.problems.push(Problem {
             path: check.path.clone(),
             position: check.committed.bytes,
-            offset,
+            offset: check.committed.last_offset + 1,
             message: "a segment that is not the newest has no seal frame".into(),
         });
     }
@@ -343,7 +339,8 @@ fn file_name(path: &Path) -> String {
 /// itself is bad, the whole file goes).
 fn cut_position(fs: &dyn Fs, paths: &Paths, base: u64) -> Result<u64> {
     let mut scratch = VerifyReport::default();
-    Ok(match check_segment(fs, paths, base, &mut scratch)? {
+    // Only the position is needed: judged as an older segment, the tail is not read again.
+    Ok(match check_segment(fs, paths, base, false, &mut scratch)? {
         Some(check) => check.committed.bytes,
         None => 0,
     })

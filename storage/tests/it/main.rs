@@ -9,4 +9,5 @@ mod model;
 mod restart;
 mod sim;
 mod support;
+mod tail;
 mod truncation;
