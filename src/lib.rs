@@ -13,10 +13,14 @@ pub mod runtime;
 pub mod time;
 pub mod util;
 
-// Connectors: one folder per system.
+// Connectors: one folder per system, each behind its cargo feature (the webhook source is always in).
+#[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "jsonl")]
 pub mod jsonl;
+#[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "stripe")]
 pub mod stripe;
 pub mod webhook;
 

@@ -82,6 +82,11 @@ pub trait SourceSpec: std::fmt::Debug + Send + Sync + Any {
         None
     }
 
+    /// What `remix run` prints when ready, to show how to feed this source (a `curl` line).
+    fn ready_hint(&self) -> Option<String> {
+        None
+    }
+
     /// `remix doctor`'s checks of the system this source reads.
     fn doctor<'a>(&'a self, _name: &'a str, _report: &'a mut Report) -> BoxFuture<'a, ()> {
         Box::pin(async {})

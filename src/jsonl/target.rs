@@ -150,7 +150,7 @@ impl Target for JsonlTarget {
         let dir = self.dir.clone();
         let (files, marker) = blocking_io("jsonl", move || {
             create_dir_durably(&dir)?;
-            remove_durably(&remix_storage::fs::tmp_path(&dir.join(REWIND_MARKER)))?;
+            remove_durably(&crate::util::tmp_path(&dir.join(REWIND_MARKER)))?;
             let marker = read_marker(&dir)?;
             if let Some(marker) = marker {
                 delete_after(&dir, &scan(&dir)?, marker.offset)?;

@@ -12,12 +12,12 @@
 //! in this file.
 
 use crate::util::BoxFuture;
-use remix_storage::{Log, LogReader, RetentionPolicy};
+use remix_storage::{Log, LogReader};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use remix_storage::{AppendRecord, Appended, LogStat, Record, RetentionReport};
+pub use remix_storage::{AppendRecord, Appended, LogStat, Record, RetentionPolicy, RetentionReport};
 
 /// Runs once an append is durable, on the engine's completion path: keep it short.
 pub type OnDurable = Box<dyn FnOnce(&Appended) + Send>;

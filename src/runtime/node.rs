@@ -4,6 +4,7 @@
 //! their current batch (cursors saved), close the logs.
 
 use super::engine::LogEngine;
+use super::engine::RetentionPolicy;
 use super::open::{open, OpenError};
 use crate::config::Config;
 use crate::connector::{CatchUp, Source, SourceStart, SourceStatus, StartError, TargetStart};
@@ -11,7 +12,6 @@ use crate::runtime::delivery::worker::WorkerContext;
 use crate::runtime::delivery::TargetHandle;
 use crate::runtime::ingest::{checkpoint, Indexes, Ingest, Logged};
 use crate::runtime::state::StateStore;
-use remix_storage::RetentionPolicy;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -261,19 +261,11 @@ pub fn build_sources(config: &Arc<Config>) -> Result<Vec<Built>, StartError> {
     Ok(built)
 }
 
+/// What to try now that the node is ready: each source's hint, and how to watch the log.
 fn announce(config: &Config) {
     for source in &config.sources {
-        if let Some(s) = source.downcast::<crate::webhook::config::WebhookSource>() {
-            if let Some((route, binding)) = s.routes.iter().next() {
-                eprintln!(
-                    "ready: POST records to http://{}{route} (model {}), for example:",
-                    s.listen, binding.model
-                );
-                eprintln!(
-                    "  curl -sS -H 'Content-Type: application/json' -d '{{\"id\": 1, \"email\": \"ada@example.com\", \"name\": \"Ada\"}}' http://{}{route}",
-                    s.listen
-                );
-            }
+        if let Some(hint) = source.spec.ready_hint() {
+            eprintln!("{hint}");
         }
     }
     eprintln!("  watch the log with: remix log tail --follow --config <this config>");

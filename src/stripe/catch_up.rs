@@ -13,7 +13,7 @@
 //! transient failures are retried a few times with backoff, then the catch-up stops with an error
 //! (the next one starts over).
 
-use super::api::Api;
+use super::api::{Api, ApiError};
 use super::events::Event;
 use super::source::{Outcome, StripeHandle};
 use serde::Serialize;
@@ -53,6 +53,19 @@ impl Report {
     }
 }
 
+/// Why a catch-up stopped (what it logged before stays logged).
+#[derive(Debug, thiserror::Error)]
+pub enum CatchUpError {
+    #[error("source '{0}': no api_key configured, so no catch-up through the Events API")]
+    NoApiKey(String),
+    #[error("the Events API failed: {0}")]
+    Api(#[from] ApiError),
+    #[error("{0}")]
+    Listing(String),
+    #[error(transparent)]
+    Append(#[from] crate::runtime::ingest::AppendError),
+}
+
 #[derive(Debug)]
 struct Page {
     data: Vec<Value>,
@@ -60,16 +73,20 @@ struct Page {
 }
 
 impl Page {
-    fn id(&self, index: usize) -> anyhow::Result<String> {
+    fn id(&self, index: usize) -> Result<String, CatchUpError> {
         self.data[index]
             .get("id")
             .and_then(Value::as_str)
             .map(str::to_owned)
-            .ok_or_else(|| anyhow::anyhow!("an event in the list has no id"))
+            .ok_or_else(|| CatchUpError::Listing("an event in the list has no id".into()))
     }
 }
 
-pub(super) async fn run(handle: &StripeHandle, api: &Api, newest: Option<i64>) -> anyhow::Result<Report> {
+pub(super) async fn run(
+    handle: &StripeHandle,
+    api: &Api,
+    newest: Option<i64>,
+) -> Result<Report, CatchUpError> {
     let since = newest.map(|created| created.saturating_sub(OVERLAP_SECONDS));
     let mut report = Report { source: handle.name().to_owned(), since, ..Report::default() };
     let mut back = format!("/v1/events?limit={PAGE_LIMIT}");
@@ -101,7 +118,7 @@ pub(super) async fn run(handle: &StripeHandle, api: &Api, newest: Option<i64>) -
     Ok(report)
 }
 
-async fn process(handle: &StripeHandle, value: &Value, report: &mut Report) -> anyhow::Result<()> {
+async fn process(handle: &StripeHandle, value: &Value, report: &mut Report) -> Result<(), CatchUpError> {
     report.events += 1;
     let event = match Event::parse(value) {
         Ok(event) => event,
@@ -121,7 +138,7 @@ async fn process(handle: &StripeHandle, value: &Value, report: &mut Report) -> a
     Ok(())
 }
 
-async fn fetch(api: &Api, path: &str, report: &mut Report) -> anyhow::Result<Page> {
+async fn fetch(api: &Api, path: &str, report: &mut Report) -> Result<Page, CatchUpError> {
     let mut attempt = 0;
     let body = loop {
         attempt += 1;
@@ -132,15 +149,13 @@ async fn fetch(api: &Api, path: &str, report: &mut Report) -> anyhow::Result<Pag
                 tracing::warn!(path, attempt, delay_ms = delay.as_millis() as u64, "catch-up: {e}");
                 tokio::time::sleep(delay).await;
             }
-            Err(e) => {
-                anyhow::bail!("the Events API failed: {e}")
-            }
+            Err(e) => return Err(CatchUpError::Api(e)),
         }
     };
     report.pages += 1;
     let data = match body.get("data") {
         Some(Value::Array(data)) => data.clone(),
-        _ => anyhow::bail!("GET {path}: the answer is not a list of events"),
+        _ => return Err(CatchUpError::Listing(format!("GET {path}: the answer is not a list of events"))),
     };
     let has_more = body.get("has_more").and_then(Value::as_bool).unwrap_or(false);
     Ok(Page { data, has_more })

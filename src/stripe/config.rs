@@ -186,7 +186,7 @@ impl Source for Built {
         let catch_up: CatchUp = Arc::new(move || {
             let handle = catch_up_handle.clone();
             Box::pin(async move {
-                let report = handle.catch_up().await.map_err(|e| format!("{e:#}"))?;
+                let report = handle.catch_up().await.map_err(|e| crate::error_chain(&e))?;
                 serde_json::to_value(report).map_err(|e| e.to_string())
             })
         });

@@ -361,13 +361,10 @@ impl StripeHandle {
 
     /// Reads the Events API from a little before the newest event logged (everything Stripe still
     /// has when none is), oldest first. One catch-up at a time: a second waits for the first.
-    pub async fn catch_up(&self) -> anyhow::Result<catch_up::Report> {
+    pub async fn catch_up(&self) -> Result<catch_up::Report, catch_up::CatchUpError> {
         let _one = self.inner.catching_up.lock().await;
         let Some(api) = &self.inner.api else {
-            anyhow::bail!(
-                "source '{}': no api_key configured, so no catch-up through the Events API",
-                self.name()
-            )
+            return Err(catch_up::CatchUpError::NoApiKey(self.name().to_owned()));
         };
         catch_up::run(self, api, self.inner.state.newest_created()).await
     }
@@ -384,7 +381,7 @@ impl StripeHandle {
                 _ = shutdown.wait_for(|stop| *stop) => {}
                 result = handle.catch_up() => match result {
                     Ok(report) => tracing::info!(source = %handle.name(), "catch-up done: {}", report.summary()),
-                    Err(e) => tracing::error!(source = %handle.name(), "catch-up failed: {e:#}"),
+                    Err(e) => tracing::error!(source = %handle.name(), "catch-up failed: {}", crate::error_chain(&e)),
                 },
             }
         });

@@ -11,13 +11,19 @@ pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T
 /// it, written and fsynced, renamed over it, and the directory fsynced.
 pub fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = remix_storage::fs::tmp_path(path);
+    let tmp = tmp_path(path);
     let mut file = std::fs::File::create(&tmp)?;
     file.write_all(bytes)?;
     file.sync_data()?;
     drop(file);
     std::fs::rename(&tmp, path)?;
     sync_dir(dir)
+}
+
+/// The temp file a durable write of `path` goes through (`<name>.tmp`, which recovery and
+/// `open`s clean up).
+pub fn tmp_path(path: &Path) -> std::path::PathBuf {
+    remix_storage::fs::tmp_path(path)
 }
 
 /// Makes a directory's entries (creations, renames, removals) durable.

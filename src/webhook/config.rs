@@ -129,6 +129,17 @@ impl SourceSpec for WebhookSource {
         Some(Served { listen: self.listen.clone(), paths })
     }
 
+    fn ready_hint(&self) -> Option<String> {
+        let (route, binding) = self.routes.iter().next()?;
+        let listen = &self.listen;
+        Some(format!(
+            "ready: POST records to http://{listen}{route} (model {}), for example:\n  curl -sS -H \
+             'Content-Type: application/json' -d '{{\"id\": 1, \"email\": \"ada@example.com\", \"name\": \"Ada\"}}' \
+             http://{listen}{route}",
+            binding.model
+        ))
+    }
+
     fn build(&self, _name: &str, _config: &Arc<Config>) -> Result<Box<dyn Source>, StartError> {
         Ok(Box::new(self.clone()))
     }

@@ -1,5 +1,6 @@
 //! Integration tests of the `remix` binary (one test binary for the package).
 
+mod architecture;
 mod bad_input;
 mod conformance;
 mod golden;

@@ -1,0 +1,131 @@
+//! The architecture invariants of ARCHITECTURE.md, checked on the source tree (test code aside:
+//! `#[cfg(test)]` modules, `tests.rs` and `tests/` files, which may reach anything).
+//!
+//! - A connector folder never imports another connector folder.
+//! - Nothing outside a connector's folder names it, but the registry: adding a kind is its folder and
+//!   one line in `src/registry.rs` (and a cargo feature).
+//! - Config, the connector interface, the runtime and the CLI never import a connector folder.
+//! - The log (`remix_storage`) is reached only by the runtime's engine, state store and opening
+//!   (`runtime/engine.rs`, `runtime/state/file.rs`, `runtime/open.rs`), the CLI's log commands, and
+//!   `util` (the temp-file naming) and config (the format's segment limits); never by a connector.
+//! - `anyhow` only in `main.rs` and `cli/`.
+
+use std::path::{Path, PathBuf};
+
+/// The top-level folders of `src/` that are not connectors.
+const CORE: [&str; 6] = ["cli", "config", "connector", "mapping", "runtime", "util"];
+
+fn src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+/// Every non-test `.rs` file under `dir`, with its text up to its first `#[cfg(test)]`.
+fn sources(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if path.is_dir() {
+            if name != "tests" && name != "testdata" {
+                out.extend(sources(&path));
+            }
+        } else if name.ends_with(".rs") && name != "tests.rs" && name != "schema_sync.rs" {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let code = text.split("#[cfg(test)]").next().unwrap_or_default().to_owned();
+            out.push((path, code));
+        }
+    }
+    out
+}
+
+/// The connector folders: every folder of `src/` that is not core.
+fn connectors() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(src())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .filter(|name| !CORE.contains(&name.as_str()))
+        .collect();
+    names.sort();
+    names
+}
+
+/// The top-level folder (or file stem) of `path` under `src/`.
+fn part_of(path: &Path) -> String {
+    let relative = path.strip_prefix(src()).unwrap();
+    let first = relative.components().next().unwrap().as_os_str().to_string_lossy().into_owned();
+    first.trim_end_matches(".rs").to_owned()
+}
+
+fn names(code: &str, module: &str) -> bool {
+    ["crate::", "remix::"].iter().any(|root| {
+        code.match_indices(&format!("{root}{module}")).any(|(at, _)| {
+            let after = code[at + root.len() + module.len()..].chars().next();
+            !after.is_some_and(|c| c.is_alphanumeric() || c == '_')
+        })
+    })
+}
+
+#[test]
+fn connectors_are_reached_only_through_the_registry() {
+    let connectors = connectors();
+    assert!(connectors.len() >= 5, "connector folders: {connectors:?}");
+    let mut violations = Vec::new();
+    for (path, code) in sources(&src()) {
+        let part = part_of(&path);
+        for connector in &connectors {
+            if *connector == part || part == "registry" {
+                continue;
+            }
+            if names(&code, connector) {
+                violations.push(format!("{} names the {connector} connector", path.display()));
+            }
+        }
+    }
+    assert!(violations.is_empty(), "{}", violations.join("\n"));
+}
+
+#[test]
+fn the_log_is_reached_only_through_the_engine_state_store_and_cli() {
+    let allowed =
+        ["runtime/engine.rs", "runtime/open.rs", "runtime/state/file.rs", "util/mod.rs", "config/types.rs"];
+    let mut violations = Vec::new();
+    for (path, code) in sources(&src()) {
+        let relative = path.strip_prefix(src()).unwrap().to_string_lossy().into_owned();
+        if relative.starts_with("cli/") || allowed.contains(&relative.as_str()) {
+            continue;
+        }
+        if code.contains("remix_storage") {
+            violations.push(format!("{relative} reaches remix_storage"));
+        }
+    }
+    assert!(violations.is_empty(), "{}", violations.join("\n"));
+}
+
+#[test]
+fn anyhow_is_only_at_the_edge() {
+    let mut violations = Vec::new();
+    for (path, code) in sources(&src()) {
+        let relative = path.strip_prefix(src()).unwrap().to_string_lossy().into_owned();
+        if relative.starts_with("cli/") || relative == "main.rs" {
+            continue;
+        }
+        if code.contains("anyhow") {
+            violations.push(relative);
+        }
+    }
+    assert!(violations.is_empty(), "anyhow below the binary's edge: {}", violations.join(", "));
+}
+
+#[test]
+fn the_storage_crate_knows_nothing_of_the_runtime() {
+    let storage = Path::new(env!("CARGO_MANIFEST_DIR")).join("storage");
+    let manifest = std::fs::read_to_string(storage.join("Cargo.toml")).unwrap();
+    let dependencies = manifest.split("[dependencies]").nth(1).unwrap_or_default();
+    let dependencies = dependencies.split("\n[").next().unwrap_or_default();
+    for forbidden in ["tokio", "serde_json", "jsonschema", "remix"] {
+        let named = dependencies.lines().any(|l| l.trim_start().starts_with(forbidden));
+        assert!(!named, "storage depends on {forbidden}:\n{dependencies}");
+    }
+}
