@@ -89,23 +89,19 @@ impl Cast {
     }
 
     /// Casts a non-null value; the error is the message without the field name.
-    pub fn apply(self, v: &Value) -> Result<Value, String> {
+    pub fn apply(self, v: &Value) -> Result<Value, CastError> {
         let out = match self {
             Cast::Integer => to_integer(v),
             Cast::Number => to_number(v),
             Cast::String => to_string(v),
             Cast::Boolean => to_boolean(v),
-            Cast::Timestamp => to_millis(v).and_then(format_rfc3339).map(Value::String),
+            Cast::Timestamp => to_millis(v).and_then(|ms| Ok(format_rfc3339(ms)?)).map(Value::String),
             Cast::Date => to_date(v),
             Cast::Json => to_json(v),
         };
-        out.map_err(|reason| {
+        out.map_err(|CastError(reason)| {
             let base = format!("cannot cast {} to {}", describe(v), self.name());
-            if reason.is_empty() {
-                base
-            } else {
-                format!("{base}: {reason}")
-            }
+            CastError(if reason.is_empty() { base } else { format!("{base}: {reason}") })
         })
     }
 }
@@ -118,10 +114,10 @@ pub struct FieldPath {
 }
 
 impl FieldPath {
-    pub fn parse(text: &str) -> Result<FieldPath, String> {
+    pub fn parse(text: &str) -> Result<FieldPath, CastError> {
         let segments: Vec<String> = text.split('.').map(str::to_owned).collect();
         if segments.iter().any(String::is_empty) {
-            return Err(format!("invalid path '{text}': empty segment"));
+            return Err(CastError(format!("invalid path '{text}': empty segment")));
         }
         Ok(FieldPath { text: text.to_owned(), segments })
     }
@@ -304,7 +300,7 @@ impl Mapping {
                 Some(Ok(v)) => {
                     out.insert(rule.name.clone(), v);
                 }
-                Some(Err(message)) => errors.push(MappingError::new(&rule.name, message)),
+                Some(Err(message)) => errors.push(MappingError::new(&rule.name, message.0)),
                 None => {}
             }
         }
@@ -318,9 +314,11 @@ fn compile_rule(name: &str, spec: &Value) -> Result<FieldRule, Vec<MappingError>
         return Err(err("field name must not be empty".into()));
     }
     let source = match spec {
-        Value::String(path) => {
-            FieldSource::Path { from: FieldPath::parse(path).map_err(err)?, cast: None, default: None }
-        }
+        Value::String(path) => FieldSource::Path {
+            from: FieldPath::parse(path).map_err(|e| err(e.0))?,
+            cast: None,
+            default: None,
+        },
         Value::Object(obj) => compile_spec(name, obj)?,
         other => {
             return Err(err(format!(
@@ -348,7 +346,7 @@ fn compile_spec(name: &str, obj: &Map<String, Value>) -> Result<FieldSource, Vec
     }
     let from = match obj.get("from") {
         Some(Value::String(p)) => {
-            FieldPath::parse(p).map_err(|m| errors.push(MappingError::new(name, m))).ok()
+            FieldPath::parse(p).map_err(|m| errors.push(MappingError::new(name, m.0))).ok()
         }
         Some(other) => {
             errors.push(MappingError::new(
@@ -404,6 +402,17 @@ fn kind_of(v: &Value) -> &'static str {
     }
 }
 
+/// Why a value did not cast (or a path did not parse): the message without the field name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CastError(pub String);
+
+impl From<time::TimeError> for CastError {
+    fn from(error: time::TimeError) -> CastError {
+        CastError(error.0)
+    }
+}
+
 /// `string "x"`, `number 1.5`, `object {...}`, shortened for messages.
 fn describe(v: &Value) -> String {
     let mut text = v.to_string();
@@ -413,16 +422,16 @@ fn describe(v: &Value) -> String {
     format!("{} {text}", kind_of(v))
 }
 
-fn to_integer(v: &Value) -> Result<Value, String> {
+fn to_integer(v: &Value) -> Result<Value, CastError> {
     match v {
         Value::Number(n) if n.is_i64() || n.is_u64() => Ok(v.clone()),
         Value::Number(n) => match n.as_f64() {
             Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Value::from(f as i64)),
-            Some(f) if f.fract() == 0.0 => Err("too large to be exact".into()),
-            _ => Err("not an integral value".into()),
+            Some(f) if f.fract() == 0.0 => Err(CastError("too large to be exact".into())),
+            _ => Err(CastError("not an integral value".into())),
         },
-        Value::String(s) => parse_integer(s).ok_or_else(String::new),
-        _ => Err(String::new()),
+        Value::String(s) => parse_integer(s).ok_or_else(CastError::default),
+        _ => Err(CastError::default()),
     }
 }
 
@@ -430,26 +439,26 @@ fn parse_integer(s: &str) -> Option<Value> {
     s.parse::<i64>().map(Value::from).or_else(|_| s.parse::<u64>().map(Value::from)).ok()
 }
 
-fn to_number(v: &Value) -> Result<Value, String> {
+fn to_number(v: &Value) -> Result<Value, CastError> {
     match v {
         Value::Number(_) => Ok(v.clone()),
         Value::String(s) => parse_integer(s)
             .or_else(|| s.parse::<f64>().ok().and_then(Number::from_f64).map(Value::Number))
-            .ok_or_else(String::new),
-        _ => Err(String::new()),
+            .ok_or_else(CastError::default),
+        _ => Err(CastError::default()),
     }
 }
 
-fn to_string(v: &Value) -> Result<Value, String> {
+fn to_string(v: &Value) -> Result<Value, CastError> {
     match v {
         Value::String(_) => Ok(v.clone()),
         Value::Number(n) => Ok(Value::String(n.to_string())),
         Value::Bool(b) => Ok(Value::String(b.to_string())),
-        _ => Err(String::new()),
+        _ => Err(CastError::default()),
     }
 }
 
-fn to_boolean(v: &Value) -> Result<Value, String> {
+fn to_boolean(v: &Value) -> Result<Value, CastError> {
     let b = match v {
         Value::Bool(b) => Some(*b),
         Value::Number(n) => match n.as_u64() {
@@ -464,30 +473,30 @@ fn to_boolean(v: &Value) -> Result<Value, String> {
         },
         _ => None,
     };
-    b.map(Value::Bool).ok_or_else(String::new)
+    b.map(Value::Bool).ok_or_else(CastError::default)
 }
 
-fn to_millis(v: &Value) -> Result<i64, String> {
+fn to_millis(v: &Value) -> Result<i64, CastError> {
     match v {
-        Value::String(s) => parse_rfc3339(s),
-        Value::Number(n) => n.as_f64().ok_or_else(String::new).and_then(epoch_to_millis),
-        _ => Err(String::new()),
+        Value::String(s) => Ok(parse_rfc3339(s)?),
+        Value::Number(n) => n.as_f64().ok_or_else(CastError::default).and_then(|n| Ok(epoch_to_millis(n)?)),
+        _ => Err(CastError::default()),
     }
 }
 
-fn to_date(v: &Value) -> Result<Value, String> {
+fn to_date(v: &Value) -> Result<Value, CastError> {
     if let Value::String(s) = v {
         if s.len() == 10 {
             let (y, m, d) = time::parse_date(s)?;
             return Ok(Value::String(format!("{y:04}-{m:02}-{d:02}")));
         }
     }
-    to_millis(v).and_then(time::format_date).map(Value::String)
+    to_millis(v).and_then(|ms| Ok(time::format_date(ms)?)).map(Value::String)
 }
 
-fn to_json(v: &Value) -> Result<Value, String> {
+fn to_json(v: &Value) -> Result<Value, CastError> {
     match v {
-        Value::String(s) => serde_json::from_str(s).map_err(|e| format!("invalid JSON text: {e}")),
+        Value::String(s) => serde_json::from_str(s).map_err(|e| CastError(format!("invalid JSON text: {e}"))),
         _ => Ok(v.clone()),
     }
 }

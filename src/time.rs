@@ -3,6 +3,11 @@
 //! Instants are milliseconds since the Unix epoch (UTC). Calendar arithmetic uses the proleptic
 //! Gregorian calendar (`days_from_civil` / `civil_from_days`, after Howard Hinnant's algorithms).
 
+/// A date or time that is not RFC 3339, or out of range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TimeError(pub String);
+
 const MS_PER_DAY: i64 = 86_400_000;
 
 /// Milliseconds since the Unix epoch, now.
@@ -54,50 +59,50 @@ fn days_in_month(year: i64, month: u32) -> u32 {
     }
 }
 
-fn digits(s: &str, what: &str) -> Result<u32, String> {
+fn digits(s: &str, what: &str) -> Result<u32, TimeError> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("expected digits for the {what}"));
+        return Err(TimeError(format!("expected digits for the {what}")));
     }
-    s.parse().map_err(|_| format!("invalid {what}"))
+    s.parse().map_err(|_| TimeError(format!("invalid {what}")))
 }
 
 /// Parses `YYYY-MM-DD` (exactly that form) and checks the calendar.
-pub(crate) fn parse_date(s: &str) -> Result<(i64, u32, u32), String> {
+pub(crate) fn parse_date(s: &str) -> Result<(i64, u32, u32), TimeError> {
     let b = s.as_bytes();
     if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
-        return Err("expected YYYY-MM-DD".into());
+        return Err(TimeError("expected YYYY-MM-DD".into()));
     }
     let year = i64::from(digits(&s[0..4], "year")?);
     let month = digits(&s[5..7], "month")?;
     let day = digits(&s[8..10], "day")?;
     if !(1..=12).contains(&month) {
-        return Err(format!("month {month} is out of range"));
+        return Err(TimeError(format!("month {month} is out of range")));
     }
     if day < 1 || day > days_in_month(year, month) {
-        return Err(format!("day {day} is out of range for {year:04}-{month:02}"));
+        return Err(TimeError(format!("day {day} is out of range for {year:04}-{month:02}")));
     }
     Ok((year, month, day))
 }
 
 /// Parses the time of day `HH:MM:SS[.fraction]`; returns milliseconds since midnight (leap second
 /// 60 rolls over into the next minute) and the rest of the input (the offset).
-fn parse_time(s: &str) -> Result<(i64, &str), String> {
+fn parse_time(s: &str) -> Result<(i64, &str), TimeError> {
     let b = s.as_bytes();
     if b.len() < 8 || !b[..8].is_ascii() || b[2] != b':' || b[5] != b':' {
-        return Err("expected a time HH:MM:SS".into());
+        return Err(TimeError("expected a time HH:MM:SS".into()));
     }
     let hour = digits(&s[0..2], "hour")?;
     let minute = digits(&s[3..5], "minute")?;
     let second = digits(&s[6..8], "second")?;
     if hour > 23 || minute > 59 || second > 60 {
-        return Err("time of day is out of range".into());
+        return Err(TimeError("time of day is out of range".into()));
     }
     let mut rest = &s[8..];
     let mut millis = 0i64;
     if let Some(frac) = rest.strip_prefix('.') {
         let len = frac.bytes().take_while(u8::is_ascii_digit).count();
         if len == 0 {
-            return Err("expected digits after the decimal point".into());
+            return Err(TimeError("expected digits after the decimal point".into()));
         }
         let ms: String = frac[..len].chars().chain("000".chars()).take(3).collect();
         millis = i64::from(digits(&ms, "fraction")?);
@@ -108,28 +113,28 @@ fn parse_time(s: &str) -> Result<(i64, &str), String> {
 }
 
 /// Parses a UTC offset: `Z`, `+HH:MM`, `+HHMM` or `+HH`; empty means UTC. Returns minutes east.
-fn parse_offset(s: &str) -> Result<i64, String> {
+fn parse_offset(s: &str) -> Result<i64, TimeError> {
     if s.is_empty() || s.eq_ignore_ascii_case("z") {
         return Ok(0);
     }
     let sign = match s.as_bytes()[0] {
         b'+' => 1,
         b'-' => -1,
-        _ => return Err(format!("unexpected text {s:?} after the time")),
+        _ => return Err(TimeError(format!("unexpected text {s:?} after the time"))),
     };
     let body = &s[1..];
     if !body.is_ascii() {
-        return Err(format!("invalid UTC offset {s:?}"));
+        return Err(TimeError(format!("invalid UTC offset {s:?}")));
     }
     let (h, m) = match body.len() {
         2 => (body, "00"),
         4 => (&body[..2], &body[2..]),
         5 if body.as_bytes()[2] == b':' => (&body[..2], &body[3..]),
-        _ => return Err(format!("invalid UTC offset {s:?}")),
+        _ => return Err(TimeError(format!("invalid UTC offset {s:?}"))),
     };
     let (h, m) = (digits(h, "offset hours")?, digits(m, "offset minutes")?);
     if h > 23 || m > 59 {
-        return Err(format!("UTC offset {s:?} is out of range"));
+        return Err(TimeError(format!("UTC offset {s:?} is out of range")));
     }
     Ok(sign * (i64::from(h) * 60 + i64::from(m)))
 }
@@ -137,13 +142,13 @@ fn parse_offset(s: &str) -> Result<i64, String> {
 /// Parses an RFC 3339 timestamp into milliseconds since the epoch (sub-millisecond digits are
 /// truncated). Accepts `T`, `t` or a space between date and time, and, leniently, `+HH`/`+HHMM`
 /// offsets (PostgreSQL's text form); a timestamp without an offset is taken as UTC.
-pub fn parse_rfc3339(s: &str) -> Result<i64, String> {
+pub fn parse_rfc3339(s: &str) -> Result<i64, TimeError> {
     if s.len() < 19 || !s.is_char_boundary(10) {
-        return Err("expected an RFC 3339 timestamp like 2026-11-24T10:00:00Z".into());
+        return Err(TimeError("expected an RFC 3339 timestamp like 2026-11-24T10:00:00Z".into()));
     }
     let (year, month, day) = parse_date(&s[..10])?;
     if !matches!(s.as_bytes()[10], b'T' | b't' | b' ') {
-        return Err("expected 'T' between date and time".into());
+        return Err(TimeError("expected 'T' between date and time".into()));
     }
     let (time_ms, rest) = parse_time(&s[11..])?;
     let offset_min = parse_offset(rest)?;
@@ -151,12 +156,12 @@ pub fn parse_rfc3339(s: &str) -> Result<i64, String> {
 }
 
 /// Formats milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
-pub fn format_rfc3339(ms: i64) -> Result<String, String> {
+pub fn format_rfc3339(ms: i64) -> Result<String, TimeError> {
     let days = ms.div_euclid(MS_PER_DAY);
     let in_day = ms.rem_euclid(MS_PER_DAY);
     let (year, month, day) = civil_from_days(days);
     if !(0..=9999).contains(&year) {
-        return Err(format!("year {year} is outside 0000-9999"));
+        return Err(TimeError(format!("year {year} is outside 0000-9999")));
     }
     let (secs, millis) = (in_day / 1000, in_day % 1000);
     Ok(format!(
@@ -168,10 +173,10 @@ pub fn format_rfc3339(ms: i64) -> Result<String, String> {
 }
 
 /// Formats the UTC calendar date of an instant as `YYYY-MM-DD`.
-pub fn format_date(ms: i64) -> Result<String, String> {
+pub fn format_date(ms: i64) -> Result<String, TimeError> {
     let (year, month, day) = civil_from_days(ms.div_euclid(MS_PER_DAY));
     if !(0..=9999).contains(&year) {
-        return Err(format!("year {year} is outside 0000-9999"));
+        return Err(TimeError(format!("year {year} is outside 0000-9999")));
     }
     Ok(format!("{year:04}-{month:02}-{day:02}"))
 }
@@ -179,9 +184,9 @@ pub fn format_date(ms: i64) -> Result<String, String> {
 /// Converts an epoch number to milliseconds, choosing the unit by magnitude:
 /// `|n| < 1e11` seconds (up to year 5138), `< 1e14` milliseconds, `< 1e17` microseconds,
 /// otherwise nanoseconds. Fractions of the unit are kept down to the millisecond.
-pub fn epoch_to_millis(n: f64) -> Result<i64, String> {
+pub fn epoch_to_millis(n: f64) -> Result<i64, TimeError> {
     if !n.is_finite() {
-        return Err("not a finite number".into());
+        return Err(TimeError("not a finite number".into()));
     }
     let abs = n.abs();
     let ms = if abs < 1e11 {
@@ -195,7 +200,7 @@ pub fn epoch_to_millis(n: f64) -> Result<i64, String> {
     };
     let ms = ms.floor();
     if ms.abs() > 2.5e14 {
-        return Err("epoch value is out of range".into());
+        return Err(TimeError("epoch value is out of range".into()));
     }
     Ok(ms as i64)
 }

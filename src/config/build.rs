@@ -6,7 +6,7 @@ use super::raw::{
     Section,
 };
 use super::types::*;
-use super::units::{parse_duration, parse_size};
+use super::units::{parse_duration, parse_size, InvalidValue};
 use super::{sources, targets};
 use crate::mapping::Mapping;
 use crate::models::{read_schema, Model, ModelError};
@@ -216,15 +216,19 @@ pub fn required_str(cx: &mut Cx<'_>, v: Option<String>, path: &KeyPath) -> Optio
 
 pub fn size(cx: &mut Cx<'_>, v: &Value, path: &KeyPath) -> Option<u64> {
     let parsed = match v {
-        Value::Number(n) => n.as_u64().ok_or_else(|| format!("invalid size {n} (expected whole bytes)")),
+        Value::Number(n) => {
+            n.as_u64().ok_or_else(|| InvalidValue(format!("invalid size {n} (expected whole bytes)")))
+        }
         Value::String(s) => parse_size(s),
-        other => Err(format!("expected a size like 128MiB, got {}", super::raw::yaml_kind(other))),
+        other => {
+            Err(InvalidValue(format!("expected a size like 128MiB, got {}", super::raw::yaml_kind(other))))
+        }
     };
-    parsed.map_err(|m| cx.err(path, m)).ok()
+    parsed.map_err(|m| cx.err(path, m.0)).ok()
 }
 
 pub fn duration(cx: &mut Cx<'_>, s: &str, path: &KeyPath) -> Option<Duration> {
-    parse_duration(s).map_err(|m| cx.err(path, m)).ok()
+    parse_duration(s).map_err(|m| cx.err(path, m.0)).ok()
 }
 
 /// `host:port` (IPv6 hosts in brackets).
@@ -343,12 +347,12 @@ pub fn check_output(cx: &mut Cx<'_>, model: &ModelInfo, m: &Mapping, path: &KeyP
 }
 
 /// An HTTP path a source serves: `/customers`.
-pub fn check_path(path: &str) -> Result<(), String> {
+pub fn check_path(path: &str) -> Result<(), InvalidValue> {
     let ok = path.starts_with('/') && !path.contains(['?', '#']) && !path.contains(char::is_whitespace);
     if ok {
         Ok(())
     } else {
-        Err(format!("invalid route '{path}' (expected a path like /customers)"))
+        Err(InvalidValue(format!("invalid route '{path}' (expected a path like /customers)")))
     }
 }
 
@@ -371,7 +375,7 @@ pub fn bindings(
     models: &Models,
     map: Option<serde_norway::Mapping>,
     p: &KeyPath,
-    check_key: &dyn Fn(&str) -> Result<(), String>,
+    check_key: &dyn Fn(&str) -> Result<(), InvalidValue>,
 ) -> BTreeMap<String, InputBinding> {
     let Some(map) = required(cx, map, p) else { return BTreeMap::new() };
     if map.is_empty() {
@@ -381,7 +385,7 @@ pub fn bindings(
     for (key, v) in entries(cx, &map, p) {
         let kp = p.key(&key);
         if let Err(m) = check_key(&key) {
-            cx.err(&kp, m);
+            cx.err(&kp, m.0);
         }
         if let Some(b) = binding(cx, models, &v, &kp) {
             out.insert(key, b);

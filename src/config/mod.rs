@@ -27,7 +27,7 @@ mod tests;
 pub(crate) use raw::assert_keys_match as raw_assert_keys_match;
 
 pub use types::*;
-pub use units::{parse_duration, parse_size};
+pub use units::{parse_duration, parse_size, InvalidValue};
 
 use std::fmt;
 use std::path::{Path, PathBuf};

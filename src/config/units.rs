@@ -2,15 +2,23 @@
 
 use std::time::Duration;
 
+/// A value that is not a size or a duration; the message says what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidValue(pub String);
+
 /// Parses a size: a whole number of bytes, optionally followed by a unit. Binary units (KiB, MiB,
 /// GiB, TiB) are powers of 1024, decimal ones (KB, MB, GB, TB) powers of 1000, B is bytes; unit
 /// case is ignored and a blank between number and unit is allowed.
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64, InvalidValue> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = (&t[..split], t[split..].trim_start());
-    let expected =
-        || format!("invalid size '{text}' (expected bytes or a number with KiB, MiB, GiB, TiB, KB, MB, GB)");
+    let expected = || {
+        InvalidValue(format!(
+            "invalid size '{text}' (expected bytes or a number with KiB, MiB, GiB, TiB, KB, MB, GB)"
+        ))
+    };
     if digits.is_empty() {
         return Err(expected());
     }
@@ -26,13 +34,14 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "tb" => 1_000_000_000_000,
         _ => return Err(expected()),
     };
-    let n: u64 = digits.parse().map_err(|_| format!("size '{text}' is too large"))?;
-    n.checked_mul(factor).ok_or_else(|| format!("size '{text}' is too large"))
+    let n: u64 = digits.parse().map_err(|_| InvalidValue(format!("size '{text}' is too large")))?;
+    n.checked_mul(factor).ok_or_else(|| InvalidValue(format!("size '{text}' is too large")))
 }
 
 /// Parses a duration: one or more `<number><unit>` parts with units ms, s, m, h, d (`1h30m`).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let expected = || format!("invalid duration '{text}' (expected e.g. 500ms, 10s, 5m, 12h, 7d)");
+pub fn parse_duration(text: &str) -> Result<Duration, InvalidValue> {
+    let expected =
+        || InvalidValue(format!("invalid duration '{text}' (expected e.g. 500ms, 10s, 5m, 12h, 7d)"));
     let mut rest = text.trim();
     if rest.is_empty() {
         return Err(expected());
@@ -51,7 +60,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "d" => Duration::from_secs(n.saturating_mul(86_400)),
             _ => return Err(expected()),
         };
-        total = total.checked_add(part).ok_or_else(|| format!("duration '{text}' is too large"))?;
+        total =
+            total.checked_add(part).ok_or_else(|| InvalidValue(format!("duration '{text}' is too large")))?;
         rest = &after[unit_len..];
     }
     Ok(total)

@@ -80,12 +80,14 @@ pub struct StripeOutput {
 }
 
 /// A Stripe object type: `customer`, `checkout.session`, ...
-pub fn check_object(object: &str) -> Result<(), String> {
+pub fn check_object(object: &str) -> Result<(), crate::config::InvalidValue> {
     let ok = !object.is_empty() && object.bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'.');
     if ok {
         Ok(())
     } else {
-        Err(format!("invalid Stripe object type '{object}' (e.g. customer, invoice, checkout.session)"))
+        Err(crate::config::InvalidValue(format!(
+            "invalid Stripe object type '{object}' (e.g. customer, invoice, checkout.session)"
+        )))
     }
 }
 
@@ -95,7 +97,7 @@ fn parse_source(s: &mut SectionCx<'_, '_>, name: &str) -> Option<Arc<dyn SourceS
     let listen = required_str(cx, raw.listen, &p.key("listen"));
     let listen_ok = listen.as_ref().is_some_and(|l| check_listen(cx, l, &p.key("listen")));
     let path = raw.path.unwrap_or_else(|| DEFAULT_PATH.into());
-    let path_ok = check_path(&path).map_err(|m| cx.err(&p.key("path"), m)).is_ok();
+    let path_ok = check_path(&path).map_err(|m| cx.err(&p.key("path"), m.0)).is_ok();
     let signing_secret = required_str(cx, raw.signing_secret, &p.key("signing_secret"));
     let api_key = nonempty(cx, raw.api_key, &p.key("api_key"));
     let api_base = raw.api_base.unwrap_or_else(|| DEFAULT_API_BASE.into());
@@ -120,7 +122,7 @@ fn stripe_model(
 ) -> Option<StripeOutput> {
     let object = required_str(cx, raw.object, &p.key("object"));
     if let Some(Err(msg)) = object.as_deref().map(check_object) {
-        cx.err(&p.key("object"), msg);
+        cx.err(&p.key("object"), msg.0);
     }
     let key_field = nonempty(cx, raw.key_field, &p.key("key_field")).unwrap_or_else(|| "id".into());
     let mapping = out_mapping(cx, m, raw.fields.as_ref(), p)?;
