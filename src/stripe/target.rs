@@ -35,7 +35,8 @@
 //! **Rate.** Stripe's test mode allows 25 requests per second and live mode 100; the target's
 //! `rate_limit` defaults to 25 records per second. A 429 is waited out as `Retry-After` says; 409, 5xx
 //! and lost connections are transient (the worker retries with backoff); other 4xx are permanent and
-//! handled by `on_error`.
+//! handled by `on_error`. Search API lookups are classified the same way as writes: a search that
+//! fails with a 503 or a lost connection is retried, it does not pause the target.
 
 use crate::config::RateLimit;
 use crate::record::Op;
@@ -219,15 +220,28 @@ impl StripeTarget {
         Ok(found)
     }
 
-    /// The request `item` becomes; `None` when there is nothing to do. `recreate`: the object the
-    /// journal named is gone at Stripe, create it.
-    async fn plan(&mut self, item: &Item, recreate: bool) -> Result<Option<Request>, String> {
+    /// The request `item` (at `index` in the batch) becomes; `None` when there is nothing to do.
+    /// `recreate`: the object the journal named is gone at Stripe, create it. A failed lookup is
+    /// classified like a failed write: transient (no answer, 409, 429, 5xx) or permanent (other 4xx).
+    async fn plan(
+        &mut self,
+        index: usize,
+        item: &Item,
+        recreate: bool,
+    ) -> Result<Option<Request>, TargetError> {
+        let permanent = |message: String| TargetError::Permanent { item: Some(index), message };
+        if item.op == Op::Truncate {
+            // Before the key: a truncate has none.
+            return Err(permanent(
+                "a truncate cannot be applied to Stripe (set `truncate: ignore` on this target)".into(),
+            ));
+        }
         let model = self
             .models
             .get(&item.model)
             .cloned()
-            .ok_or_else(|| format!("no output for model '{}'", item.model))?;
-        let (value, json) = self.key_of(item, &model)?;
+            .ok_or_else(|| permanent(format!("no output for model '{}'", item.model)))?;
+        let (value, json) = self.key_of(item, &model).map_err(permanent)?;
         let key = format!("{} {value}", item.model);
         let by_id = model.key_field == "id";
         let known = if recreate {
@@ -237,7 +251,10 @@ impl StripeTarget {
         } else if let Some(id) = self.ids.get(&key) {
             Some(id.clone())
         } else {
-            self.search(&model, &value, &key).await.map_err(|e| e.to_string())?
+            self.search(&model, &value, &key).await.map_err(|error| match error {
+                TargetError::Permanent { message, .. } => permanent(message),
+                transient => transient,
+            })?
         };
         let mut idempotency_key = self.idempotency_key(item.offset);
         if recreate {
@@ -274,9 +291,7 @@ impl StripeTarget {
             Op::Delete => Ok(known.map(|id| {
                 request("DELETE", format!("{}/{}", model.collection, percent_encode(&id)), None, false)
             })),
-            Op::Truncate => {
-                Err("a truncate cannot be applied to Stripe (set `truncate: ignore` on this target)".into())
-            }
+            Op::Truncate => unreachable!("refused above"),
         }
     }
 
@@ -316,20 +331,18 @@ impl StripeTarget {
 
     /// Records and sends the request of `item` (at `index` in the batch).
     async fn deliver(&mut self, index: usize, item: &Item) -> Result<(), TargetError> {
-        let permanent = |message: String| TargetError::Permanent { item: Some(index), message };
         let mut recreate = false;
         loop {
             let request = match self.pending.take() {
                 Some(pending) if pending.offset == item.offset => pending,
                 other => {
                     self.pending = other;
-                    match self.plan(item, recreate).await {
-                        Ok(Some(request)) => {
+                    match self.plan(index, item, recreate).await? {
+                        Some(request) => {
                             self.record(&Entry::Send(request.clone())).await?;
                             request
                         }
-                        Ok(None) => return Ok(()),
-                        Err(message) => return Err(permanent(message)),
+                        None => return Ok(()),
                     }
                 }
             };
@@ -519,6 +532,8 @@ mod tests {
         replies: HashMap<String, (String, u16, String)>,
         /// Apply the next write, then answer 500 anyway (the answer is lost).
         lose_next_answer: bool,
+        /// Statuses the next searches answer instead of their result.
+        failed_searches: Vec<u16>,
     }
 
     fn handle(
@@ -529,6 +544,11 @@ mod tests {
         form: String,
         key: String,
     ) -> (u16, String) {
+        if method == "GET" && !fake.failed_searches.is_empty() {
+            let status = fake.failed_searches.remove(0);
+            fake.seen.push((method.into(), path.into(), form, key, status));
+            return (status, json!({"error": {"type": "api_error", "message": "search failed"}}).to_string());
+        }
         if method == "GET" {
             let wanted = query.split("%27").nth(3).unwrap_or_default().to_owned();
             let data: Vec<Value> = fake
@@ -701,10 +721,42 @@ mod tests {
         assert_eq!(seen.last().unwrap().0, "GET", "a delete of a key that is nowhere only searches");
         let truncate =
             Item { op: Op::Truncate, key: Value::Null, data: None, ..item(6, Op::Truncate, 0, "") };
-        assert!(matches!(
-            target.apply(&batch(vec![truncate])).await,
-            Err(TargetError::Permanent { item: Some(0), .. })
-        ));
+        match target.apply(&batch(vec![truncate])).await {
+            Err(TargetError::Permanent { item: Some(0), message }) => assert!(
+                message.contains("a truncate cannot be applied to Stripe (set `truncate: ignore`"),
+                "{message}"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_search_is_transient_unless_refused() {
+        let (fake, base) = start().await;
+        let tmp = tempfile::tempdir().unwrap();
+        let mut target = opened(&base, tmp.path(), 0).await;
+        let first = || batch(vec![item(1, Op::Upsert, 1, "A"), item(2, Op::Upsert, 2, "B")]);
+        target.apply(&first()).await.unwrap();
+        let next = || batch(vec![item(3, Op::Upsert, 3, "C"), item(4, Op::Upsert, 4, "D")]);
+        fake.lock().unwrap().failed_searches = vec![503, 500];
+        for _ in 0..2 {
+            match target.apply(&next()).await {
+                Err(TargetError::Transient(message)) => assert!(message.contains("search"), "{message}"),
+                other => panic!("a failed search must be retried: {other:?}"),
+            }
+        }
+        // The connection lost during a search (nothing listens any more).
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        let mut unreachable = opened(&format!("http://{closed}"), tmp.path(), 2).await;
+        assert!(matches!(unreachable.apply(&next()).await, Err(TargetError::Transient(_))));
+        drop(unreachable);
+        // A refused search is permanent, and blames the item whose key was looked up.
+        fake.lock().unwrap().failed_searches = vec![400];
+        let error = target.apply(&batch(vec![item(4, Op::Upsert, 4, "D")])).await.unwrap_err();
+        assert!(matches!(error, TargetError::Permanent { item: Some(0), .. }), "{error:?}");
+        target.apply(&next()).await.unwrap();
+        let keys: Vec<String> = writes(&fake).into_iter().map(|w| w.2).collect();
+        assert_eq!(keys, ["crm:1", "crm:2", "crm:3", "crm:4"]);
     }
 
     #[tokio::test]
