@@ -296,7 +296,9 @@ impl StripeTarget {
     }
 
     /// Sends `request` and records its outcome. `Ok(false)`: an update met a 404 (the object is gone
-    /// at Stripe; the journal forgot it).
+    /// at Stripe): nothing is recorded then, since the item is not done until the object is created
+    /// again; a crash before that leaves the update as the request without an outcome, resent at the
+    /// next start (404 again, then the create).
     async fn execute(&mut self, request: &Request) -> Result<bool, ApiError> {
         let result = match request.method.as_str() {
             "DELETE" => match self.api.delete(&request.path).await {
@@ -308,13 +310,13 @@ impl StripeTarget {
                 self.api.post(&request.path, form, request.idempotency_key.as_deref().unwrap_or("")).await
             }
         };
-        let (id, found) = match result {
-            Ok(body) if request.method == "DELETE" => {
-                let _ = body;
-                (None, true)
+        let id = match result {
+            Ok(_) if request.method == "DELETE" => None,
+            Ok(body) => body.get("id").and_then(Value::as_str).map(str::to_owned),
+            Err(ApiError::Status { status: 404, .. }) if request.update => {
+                self.ids.remove(&request.key);
+                return Ok(false);
             }
-            Ok(body) => (body.get("id").and_then(Value::as_str).map(str::to_owned), true),
-            Err(ApiError::Status { status: 404, .. }) if request.update => (None, false),
             Err(e) => return Err(e),
         };
         let done = Entry::Done { offset: request.offset, key: request.key.clone(), id: id.clone() };
@@ -326,7 +328,7 @@ impl StripeTarget {
             None => self.ids.remove(&request.key),
         };
         self.pending = None;
-        Ok(found)
+        Ok(true)
     }
 
     /// Records and sends the request of `item` (at `index` in the batch).
@@ -349,7 +351,11 @@ impl StripeTarget {
             self.pending = Some(request.clone());
             match self.execute(&request).await {
                 Ok(true) => return Ok(()),
-                Ok(false) => recreate = true,
+                Ok(false) => {
+                    // The create replaces the update as the request in flight.
+                    self.pending = None;
+                    recreate = true;
+                }
                 Err(e) if e.is_transient() => return Err(api_error(e, Some(index))),
                 Err(e) => {
                     self.pending = None;
@@ -363,11 +369,23 @@ impl StripeTarget {
     /// settle it (a permanent refusal means Stripe did not apply it).
     async fn settle_pending(&mut self, batch: &Batch) -> Result<(), TargetError> {
         let Some(pending) = self.pending.clone() else { return Ok(()) };
-        if batch.items.iter().any(|i| i.offset == pending.offset && i.offset > self.sent_through) {
+        // Its item is in this batch, or may be in a later one: delivered (and settled) with it, where
+        // an update that meets a 404 can create the object again.
+        if pending.offset > batch.last_offset
+            || batch.items.iter().any(|i| i.offset == pending.offset && i.offset > self.sent_through)
+        {
             return Ok(());
         }
         match self.execute(&pending).await {
-            Ok(_) => self.sent_through = self.sent_through.max(pending.offset),
+            Ok(true) => self.sent_through = self.sent_through.max(pending.offset),
+            Ok(false) => {
+                // The item is no longer delivered to this target (configuration changed): the object
+                // is gone at Stripe, and stays so.
+                let done = Entry::Done { offset: pending.offset, key: pending.key.clone(), id: None };
+                self.record(&done).await?;
+                self.pending = None;
+                self.sent_through = self.sent_through.max(pending.offset);
+            }
             Err(e) if e.is_transient() => return Err(api_error(e, None)),
             Err(e) => {
                 tracing::warn!(target = %self.name, "Stripe refused the request left in flight: {e}");
@@ -823,6 +841,41 @@ mod tests {
             ]
         );
         assert_eq!(target.ids.get("customer 1").map(String::as_str), Some("cus_2"));
+    }
+
+    #[tokio::test]
+    async fn a_crash_between_the_404_and_the_create_creates_the_object_at_the_next_start() {
+        let (fake, base) = start().await;
+        let tmp = tempfile::tempdir().unwrap();
+        let mut target = opened(&base, tmp.path(), 0).await;
+        target.apply(&batch(vec![item(1, Op::Upsert, 1, "A")])).await.unwrap();
+        fake.lock().unwrap().customers.clear();
+        target.apply(&batch(vec![item(2, Op::Upsert, 1, "B")])).await.unwrap();
+        drop(target);
+        // The node died after the 404 to the update, before it recorded the create: the journal as
+        // it was then (nothing may say offset 2 is done).
+        let journal = tmp.path().join("targets/crm.stripe");
+        let text = std::fs::read_to_string(&journal).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let create = lines.iter().position(|l| l.contains("crm:2:create")).expect("the create is journaled");
+        std::fs::write(&journal, lines[..create].iter().map(|l| format!("{l}\n")).collect::<String>())
+            .unwrap();
+        let mut target = opened(&base, tmp.path(), 1).await;
+        target.apply(&batch(vec![item(2, Op::Upsert, 1, "B"), item(3, Op::Upsert, 2, "C")])).await.unwrap();
+        assert_eq!(
+            writes(&fake),
+            [
+                w("POST", "/v1/customers", "crm:1", 200),
+                w("POST", "/v1/customers/cus_1", "crm:2", 404),
+                w("POST", "/v1/customers", "crm:2:create", 200),
+                w("POST", "/v1/customers/cus_1", "crm:2", 404),
+                w("POST", "/v1/customers", "crm:2:create", 200),
+                w("POST", "/v1/customers", "crm:3", 200),
+            ],
+            "the update is resent, meets the 404 again, and the create follows (answered from the cache)"
+        );
+        assert_eq!(target.ids.get("customer 1").map(String::as_str), Some("cus_2"));
+        assert_eq!(fake.lock().unwrap().created, 3, "customer 1 was created again once, customer 2 once");
     }
 
     #[test]
