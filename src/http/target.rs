@@ -4,24 +4,36 @@
 //! `{"target": "<name>", "first_offset": N, "last_offset": M, "records": [{"offset", "time", "model",
 //! "op", "key", "data" (upserts), "unchanged" (partial upserts)}]}`, with `Content-Type:
 //! application/json`, the configured headers and `Idempotency-Key: <target>:<N>-<M>`, where `N..=M`
-//! is the range of log offsets the request covers. A 2xx means done. 408, 409 (a request with the same
-//! key still in progress), 425, 429, 5xx, timeouts and connection errors are transient (retried by the
-//! worker with backoff; a `Retry-After` is quoted in the error); any other status (including a
-//! redirect, which is never followed) is permanent and handled by `on_error`. `http://` and
-//! `https://` (rustls with the platform's trust roots).
+//! is the range of log offsets the request covers (`:g<G>` appended after the `G`-th rewind, below).
+//! A 2xx means done. 408, 409 (a request with the same key still in progress), 425, 429, 5xx,
+//! timeouts and connection errors are transient (retried by the worker with backoff; a `Retry-After`
+//! is quoted in the error); any other status (including a redirect, which is never followed) is
+//! permanent and handled by `on_error`. The target cannot tell which record of a batch the API
+//! refused, so a permanent error names none (`item: None`): paused, the target shows the batch's range
+//! and the API's answer; with `dead_letter` the worker sends the batch's records one at a time to find
+//! it. `http://` and `https://` (rustls with the platform's trust roots).
 //!
 //! Exactly once per idempotency key, across crashes: after a restart the worker re-delivers from its
 //! cursor and may cut batches differently, which would put records already sent under a new key. So
 //! before each request the target durably records it, range and exact body, in
-//! `<data_dir>/targets/<name>.inflight` (`{"first_offset":N,"last_offset":M,"body":"..."}`), and keeps
-//! it after the 2xx. Everything before `N` was confirmed (or dead-lettered) before that request was
-//! made, since the worker applies batches one at a time in log order. On `open(cursor)`, a recorded
-//! request with `M > cursor` may have reached the API without the cursor following: the first `apply`
-//! sends it again, byte for byte under the same key, and from then on skips items at offsets up to
-//! `M` (they were in it); the rest of that batch goes out as a second request with its own range and
-//! key (`<target>:<M+1>-<last>`), recorded first like any other. If the API refuses the old request
-//! with a permanent error, it did not apply it, and the batch is sent as usual. A `rewind` deletes the
-//! file and forgets the skip: a rewind intentionally delivers again.
+//! `<data_dir>/targets/<name>.inflight` (`{"first_offset":N,"last_offset":M,"body":"..."}`, with
+//! `"generation":G` after a rewind), and keeps it after the 2xx. Everything before `N` was confirmed
+//! (or dead-lettered) before that request was made, since the worker applies batches one at a time in
+//! log order. On `open(cursor)`, a recorded request with `M > cursor` may have reached the API without
+//! the cursor following: the first `apply` sends it again, byte for byte under the same key, and from
+//! then on skips items at offsets up to `M` (they were in it); the rest of that batch goes out as a
+//! second request with its own range and key (`<target>:<M+1>-<last>`), recorded first like any other.
+//! If the API refuses the old request with a permanent error, it did not apply it, and the batch is
+//! sent as usual.
+//!
+//! **Rewinds.** A rewind intentionally delivers again, so it forgets the request in flight and the
+//! skip. Sent again as they were, the batches would carry the keys and bodies the API has already
+//! answered, and an idempotent API would answer them from its cache without applying anything (a
+//! rewind would repair nothing). So each rewind starts a new generation `G` (1, 2, ...), kept in the
+//! same file (`{"generation":G}` right after the rewind, then beside each recorded request), and
+//! the keys of generation `G > 0` are `<target>:<N>-<M>:g<G>`. A file without `generation` (as v0.1
+//! wrote it) is generation 0, whose keys have no suffix: a data directory written before keeps its
+//! keys, and its request in flight is resent under the key it was first sent with.
 
 use crate::error_chain;
 use crate::record::Op;
@@ -53,15 +65,37 @@ pub struct HttpTarget {
     resend: Option<Inflight>,
     /// Items at or before this offset were in a request confirmed since `open` (the resent one).
     sent_through: u64,
+    /// How many times the target was rewound: keys of generation `G > 0` end in `:g<G>`.
+    generation: u64,
 }
 
 /// A request as recorded before it is sent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 struct Inflight {
     first_offset: u64,
     last_offset: u64,
     /// The exact request body.
     body: String,
+    /// The rewind generation it belongs to (its key's suffix).
+    generation: u64,
+}
+
+/// `<name>.inflight` as stored: the request last recorded (none right after a rewind) and the rewind
+/// generation, left out while 0 so that the file is as v0.1 wrote it.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct InflightFile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    first_offset: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_offset: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    body: Option<String>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    generation: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Serialize)]
@@ -108,6 +142,7 @@ impl HttpTarget {
             inflight_path: data_dir.join("targets").join(format!("{name}.inflight")),
             resend: None,
             sent_through: 0,
+            generation: 0,
         })
     }
 
@@ -128,13 +163,24 @@ impl HttpTarget {
         let body = Body { target: &self.name, first_offset: first, last_offset: last, records };
         let body = serde_json::to_string(&body)
             .map_err(|e| TargetError::Permanent { item: None, message: format!("cannot serialize: {e}") })?;
-        Ok(Inflight { first_offset: first, last_offset: last, body })
+        Ok(Inflight { first_offset: first, last_offset: last, body, generation: self.generation })
     }
 
     /// Durably records `request` as in flight.
     async fn record(&self, request: &Inflight) -> Result<(), TargetError> {
+        let file = InflightFile {
+            first_offset: Some(request.first_offset),
+            last_offset: Some(request.last_offset),
+            body: Some(request.body.clone()),
+            generation: request.generation,
+        };
+        self.store(&file).await
+    }
+
+    /// Durably replaces the in-flight file with `file`.
+    async fn store(&self, file: &InflightFile) -> Result<(), TargetError> {
         let path = self.inflight_path.clone();
-        let bytes = serde_json::to_vec(request).map_err(|e| TargetError::Transient(e.to_string()))?;
+        let bytes = serde_json::to_vec(file).map_err(|e| TargetError::Transient(e.to_string()))?;
         blocking_io("http", move || {
             std::fs::create_dir_all(path.parent().expect("in a directory"))?;
             write_durably(&path, &bytes).map_err(io::Error::other)
@@ -144,7 +190,10 @@ impl HttpTarget {
 
     /// Sends `request` under its idempotency key.
     async fn post(&self, request: &Inflight) -> Result<(), TargetError> {
-        let key = format!("{}:{}-{}", self.name, request.first_offset, request.last_offset);
+        let key = match request.generation {
+            0 => format!("{}:{}-{}", self.name, request.first_offset, request.last_offset),
+            g => format!("{}:{}-{}:g{g}", self.name, request.first_offset, request.last_offset),
+        };
         let mut headers = self.headers.clone();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let value = HeaderValue::from_str(&key).map_err(|e| TargetError::Permanent {
@@ -186,7 +235,8 @@ impl Target for HttpTarget {
 
     async fn open(&mut self, cursor: u64) -> Result<u64, TargetError> {
         let path = self.inflight_path.clone();
-        let recorded = blocking_io("http", move || read_inflight(&path)).await?;
+        let (generation, recorded) = blocking_io("http", move || read_inflight(&path)).await?;
+        self.generation = generation;
         self.resend = recorded.filter(|request| request.last_offset > cursor);
         self.sent_through = 0;
         Ok(cursor)
@@ -205,13 +255,11 @@ impl Target for HttpTarget {
     }
 
     async fn rewind(&mut self, offset: u64) -> Result<u64, TargetError> {
-        let path = self.inflight_path.clone();
-        blocking_io("http", move || match std::fs::remove_file(&path) {
-            Ok(()) => std::fs::File::open(path.parent().expect("in a directory"))?.sync_all(),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
-        })
-        .await?;
+        // The new generation replaces the request in flight, durably before the worker stores the
+        // rewound cursor: nothing is sent again under a key the API may have answered already.
+        let generation = self.generation + 1;
+        self.store(&InflightFile { generation, ..InflightFile::default() }).await?;
+        self.generation = generation;
         self.resend = None;
         self.sent_through = 0;
         Ok(offset)
@@ -258,14 +306,23 @@ async fn outcome(response: reqwest::Response) -> Result<(), TargetError> {
     Err(TargetError::Transient(message))
 }
 
-fn read_inflight(path: &Path) -> io::Result<Option<Inflight>> {
-    match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
+/// The rewind generation and the request recorded in flight, if any (none without a file).
+fn read_inflight(path: &Path) -> io::Result<(u64, Option<Inflight>)> {
+    let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display()));
+    let file: InflightFile = match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((0, None)),
+        Err(e) => return Err(e),
+    };
+    let InflightFile { first_offset, last_offset, body, generation } = file;
+    let request = match (first_offset, last_offset, body) {
+        (Some(first_offset), Some(last_offset), Some(body)) => {
+            Some(Inflight { first_offset, last_offset, body, generation })
+        }
+        (None, None, None) => None,
+        _ => return Err(invalid("first_offset, last_offset and body go together".into())),
+    };
+    Ok((generation, request))
 }
 
 #[cfg(test)]
@@ -539,19 +596,53 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn rewind_forgets_the_request_in_flight() {
+    async fn a_rewind_forgets_the_request_in_flight_and_starts_a_key_generation() {
         let (server, url) = Server::start().await;
         let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("targets/hook.inflight");
         let mut target = opened(&url, tmp.path(), 0).await;
         target.apply(&batch(1, 7)).await.unwrap();
+        let recorded: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let fields: Vec<&String> = recorded.as_object().unwrap().keys().collect();
+        assert_eq!(fields, ["body", "first_offset", "last_offset"], "generation 0 writes the v0.1 format");
         let mut target = opened(&url, tmp.path(), 0).await;
         assert_eq!(target.rewind(0).await.unwrap(), 0);
-        assert!(!tmp.path().join("targets/hook.inflight").exists());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), r#"{"generation":1}"#);
+        // 1..=7 is not resent: the rewind forgot it; 1..=12 goes under a key the API has not answered.
         target.apply(&batch(1, 12)).await.unwrap();
+        let recorded: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(recorded["generation"], 1, "{recorded}");
+        // The generation outlives a restart; the request in flight is resent under its own key.
         let mut target = opened(&url, tmp.path(), 0).await;
+        target.apply(&batch(1, 3)).await.unwrap();
         target.rewind(0).await.unwrap();
         target.apply(&batch(1, 3)).await.unwrap();
-        assert_eq!(server.keys(), ["hook:1-7", "hook:1-12", "hook:1-3"]);
+        let mut target = opened(&url, tmp.path(), 3).await;
+        target.apply(&batch(4, 5)).await.unwrap();
+        let keys = server.keys();
+        assert_eq!(keys, ["hook:1-7", "hook:1-12:g1", "hook:1-12:g1", "hook:1-3:g2", "hook:4-5:g2"]);
+        let received = server.received();
+        assert_eq!(received[2].body, received[1].body, "the resent request is identical");
+        assert_eq!(received[3].offsets(), [1, 2]);
+    }
+
+    #[tokio::test]
+    async fn a_v0_1_request_in_flight_is_resent_under_its_key() {
+        let (server, url) = Server::start().await;
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("targets")).unwrap();
+        let body = r#"{"target":"hook","first_offset":4,"last_offset":5,"records":[]}"#;
+        let file = json!({"first_offset": 4, "last_offset": 5, "body": body}).to_string();
+        std::fs::write(tmp.path().join("targets/hook.inflight"), file).unwrap();
+        let mut target = opened(&url, tmp.path(), 3).await;
+        target.apply(&batch(4, 8)).await.unwrap();
+        assert_eq!(server.keys(), ["hook:4-5", "hook:6-8"]);
+        assert_eq!(server.received()[0].body, body);
+        // A torn combination is refused rather than guessed at.
+        std::fs::write(tmp.path().join("targets/hook.inflight"), r#"{"first_offset":4,"generation":2}"#)
+            .unwrap();
+        let mut target = HttpTarget::new(&config(&url), tmp.path()).unwrap();
+        assert!(matches!(target.open(0).await, Err(TargetError::Transient(_))));
     }
 
     #[test]

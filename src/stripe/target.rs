@@ -35,7 +35,8 @@
 //! **Rate.** Stripe's test mode allows 25 requests per second and live mode 100; the target's
 //! `rate_limit` defaults to 25 records per second. A 429 is waited out as `Retry-After` says; 409, 5xx
 //! and lost connections are transient (the worker retries with backoff); other 4xx are permanent and
-//! handled by `on_error`.
+//! handled by `on_error`. Search API lookups are classified the same way as writes: a search that
+//! fails with a 503 or a lost connection is retried, it does not pause the target.
 
 use crate::config::RateLimit;
 use crate::record::Op;
@@ -219,15 +220,28 @@ impl StripeTarget {
         Ok(found)
     }
 
-    /// The request `item` becomes; `None` when there is nothing to do. `recreate`: the object the
-    /// journal named is gone at Stripe, create it.
-    async fn plan(&mut self, item: &Item, recreate: bool) -> Result<Option<Request>, String> {
+    /// The request `item` (at `index` in the batch) becomes; `None` when there is nothing to do.
+    /// `recreate`: the object the journal named is gone at Stripe, create it. A failed lookup is
+    /// classified like a failed write: transient (no answer, 409, 429, 5xx) or permanent (other 4xx).
+    async fn plan(
+        &mut self,
+        index: usize,
+        item: &Item,
+        recreate: bool,
+    ) -> Result<Option<Request>, TargetError> {
+        let permanent = |message: String| TargetError::Permanent { item: Some(index), message };
+        if item.op == Op::Truncate {
+            // Before the key: a truncate has none.
+            return Err(permanent(
+                "a truncate cannot be applied to Stripe (set `truncate: ignore` on this target)".into(),
+            ));
+        }
         let model = self
             .models
             .get(&item.model)
             .cloned()
-            .ok_or_else(|| format!("no output for model '{}'", item.model))?;
-        let (value, json) = self.key_of(item, &model)?;
+            .ok_or_else(|| permanent(format!("no output for model '{}'", item.model)))?;
+        let (value, json) = self.key_of(item, &model).map_err(permanent)?;
         let key = format!("{} {value}", item.model);
         let by_id = model.key_field == "id";
         let known = if recreate {
@@ -237,7 +251,10 @@ impl StripeTarget {
         } else if let Some(id) = self.ids.get(&key) {
             Some(id.clone())
         } else {
-            self.search(&model, &value, &key).await.map_err(|e| e.to_string())?
+            self.search(&model, &value, &key).await.map_err(|error| match error {
+                TargetError::Permanent { message, .. } => permanent(message),
+                transient => transient,
+            })?
         };
         let mut idempotency_key = self.idempotency_key(item.offset);
         if recreate {
@@ -274,14 +291,14 @@ impl StripeTarget {
             Op::Delete => Ok(known.map(|id| {
                 request("DELETE", format!("{}/{}", model.collection, percent_encode(&id)), None, false)
             })),
-            Op::Truncate => {
-                Err("a truncate cannot be applied to Stripe (set `truncate: ignore` on this target)".into())
-            }
+            Op::Truncate => unreachable!("refused above"),
         }
     }
 
     /// Sends `request` and records its outcome. `Ok(false)`: an update met a 404 (the object is gone
-    /// at Stripe; the journal forgot it).
+    /// at Stripe): nothing is recorded then, since the item is not done until the object is created
+    /// again; a crash before that leaves the update as the request without an outcome, resent at the
+    /// next start (404 again, then the create).
     async fn execute(&mut self, request: &Request) -> Result<bool, ApiError> {
         let result = match request.method.as_str() {
             "DELETE" => match self.api.delete(&request.path).await {
@@ -293,13 +310,13 @@ impl StripeTarget {
                 self.api.post(&request.path, form, request.idempotency_key.as_deref().unwrap_or("")).await
             }
         };
-        let (id, found) = match result {
-            Ok(body) if request.method == "DELETE" => {
-                let _ = body;
-                (None, true)
+        let id = match result {
+            Ok(_) if request.method == "DELETE" => None,
+            Ok(body) => body.get("id").and_then(Value::as_str).map(str::to_owned),
+            Err(ApiError::Status { status: 404, .. }) if request.update => {
+                self.ids.remove(&request.key);
+                return Ok(false);
             }
-            Ok(body) => (body.get("id").and_then(Value::as_str).map(str::to_owned), true),
-            Err(ApiError::Status { status: 404, .. }) if request.update => (None, false),
             Err(e) => return Err(e),
         };
         let done = Entry::Done { offset: request.offset, key: request.key.clone(), id: id.clone() };
@@ -311,32 +328,34 @@ impl StripeTarget {
             None => self.ids.remove(&request.key),
         };
         self.pending = None;
-        Ok(found)
+        Ok(true)
     }
 
     /// Records and sends the request of `item` (at `index` in the batch).
     async fn deliver(&mut self, index: usize, item: &Item) -> Result<(), TargetError> {
-        let permanent = |message: String| TargetError::Permanent { item: Some(index), message };
         let mut recreate = false;
         loop {
             let request = match self.pending.take() {
                 Some(pending) if pending.offset == item.offset => pending,
                 other => {
                     self.pending = other;
-                    match self.plan(item, recreate).await {
-                        Ok(Some(request)) => {
+                    match self.plan(index, item, recreate).await? {
+                        Some(request) => {
                             self.record(&Entry::Send(request.clone())).await?;
                             request
                         }
-                        Ok(None) => return Ok(()),
-                        Err(message) => return Err(permanent(message)),
+                        None => return Ok(()),
                     }
                 }
             };
             self.pending = Some(request.clone());
             match self.execute(&request).await {
                 Ok(true) => return Ok(()),
-                Ok(false) => recreate = true,
+                Ok(false) => {
+                    // The create replaces the update as the request in flight.
+                    self.pending = None;
+                    recreate = true;
+                }
                 Err(e) if e.is_transient() => return Err(api_error(e, Some(index))),
                 Err(e) => {
                     self.pending = None;
@@ -350,11 +369,23 @@ impl StripeTarget {
     /// settle it (a permanent refusal means Stripe did not apply it).
     async fn settle_pending(&mut self, batch: &Batch) -> Result<(), TargetError> {
         let Some(pending) = self.pending.clone() else { return Ok(()) };
-        if batch.items.iter().any(|i| i.offset == pending.offset && i.offset > self.sent_through) {
+        // Its item is in this batch, or may be in a later one: delivered (and settled) with it, where
+        // an update that meets a 404 can create the object again.
+        if pending.offset > batch.last_offset
+            || batch.items.iter().any(|i| i.offset == pending.offset && i.offset > self.sent_through)
+        {
             return Ok(());
         }
         match self.execute(&pending).await {
-            Ok(_) => self.sent_through = self.sent_through.max(pending.offset),
+            Ok(true) => self.sent_through = self.sent_through.max(pending.offset),
+            Ok(false) => {
+                // The item is no longer delivered to this target (configuration changed): the object
+                // is gone at Stripe, and stays so.
+                let done = Entry::Done { offset: pending.offset, key: pending.key.clone(), id: None };
+                self.record(&done).await?;
+                self.pending = None;
+                self.sent_through = self.sent_through.max(pending.offset);
+            }
             Err(e) if e.is_transient() => return Err(api_error(e, None)),
             Err(e) => {
                 tracing::warn!(target = %self.name, "Stripe refused the request left in flight: {e}");
@@ -521,6 +552,8 @@ mod tests {
         replies: HashMap<String, (String, u16, String)>,
         /// Apply the next write, then answer 500 anyway (the answer is lost).
         lose_next_answer: bool,
+        /// Statuses the next searches answer instead of their result.
+        failed_searches: Vec<u16>,
     }
 
     fn handle(
@@ -531,6 +564,11 @@ mod tests {
         form: String,
         key: String,
     ) -> (u16, String) {
+        if method == "GET" && !fake.failed_searches.is_empty() {
+            let status = fake.failed_searches.remove(0);
+            fake.seen.push((method.into(), path.into(), form, key, status));
+            return (status, json!({"error": {"type": "api_error", "message": "search failed"}}).to_string());
+        }
         if method == "GET" {
             let wanted = query.split("%27").nth(3).unwrap_or_default().to_owned();
             let data: Vec<Value> = fake
@@ -703,10 +741,42 @@ mod tests {
         assert_eq!(seen.last().unwrap().0, "GET", "a delete of a key that is nowhere only searches");
         let truncate =
             Item { op: Op::Truncate, key: Value::Null, data: None, ..item(6, Op::Truncate, 0, "") };
-        assert!(matches!(
-            target.apply(&batch(vec![truncate])).await,
-            Err(TargetError::Permanent { item: Some(0), .. })
-        ));
+        match target.apply(&batch(vec![truncate])).await {
+            Err(TargetError::Permanent { item: Some(0), message }) => assert!(
+                message.contains("a truncate cannot be applied to Stripe (set `truncate: ignore`"),
+                "{message}"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_search_is_transient_unless_refused() {
+        let (fake, base) = start().await;
+        let tmp = tempfile::tempdir().unwrap();
+        let mut target = opened(&base, tmp.path(), 0).await;
+        let first = || batch(vec![item(1, Op::Upsert, 1, "A"), item(2, Op::Upsert, 2, "B")]);
+        target.apply(&first()).await.unwrap();
+        let next = || batch(vec![item(3, Op::Upsert, 3, "C"), item(4, Op::Upsert, 4, "D")]);
+        fake.lock().unwrap().failed_searches = vec![503, 500];
+        for _ in 0..2 {
+            match target.apply(&next()).await {
+                Err(TargetError::Transient(message)) => assert!(message.contains("search"), "{message}"),
+                other => panic!("a failed search must be retried: {other:?}"),
+            }
+        }
+        // The connection lost during a search (nothing listens any more).
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        let mut unreachable = opened(&format!("http://{closed}"), tmp.path(), 2).await;
+        assert!(matches!(unreachable.apply(&next()).await, Err(TargetError::Transient(_))));
+        drop(unreachable);
+        // A refused search is permanent, and blames the item whose key was looked up.
+        fake.lock().unwrap().failed_searches = vec![400];
+        let error = target.apply(&batch(vec![item(4, Op::Upsert, 4, "D")])).await.unwrap_err();
+        assert!(matches!(error, TargetError::Permanent { item: Some(0), .. }), "{error:?}");
+        target.apply(&next()).await.unwrap();
+        let keys: Vec<String> = writes(&fake).into_iter().map(|w| w.2).collect();
+        assert_eq!(keys, ["crm:1", "crm:2", "crm:3", "crm:4"]);
     }
 
     #[tokio::test]
@@ -773,6 +843,41 @@ mod tests {
             ]
         );
         assert_eq!(target.ids.get("customer 1").map(String::as_str), Some("cus_2"));
+    }
+
+    #[tokio::test]
+    async fn a_crash_between_the_404_and_the_create_creates_the_object_at_the_next_start() {
+        let (fake, base) = start().await;
+        let tmp = tempfile::tempdir().unwrap();
+        let mut target = opened(&base, tmp.path(), 0).await;
+        target.apply(&batch(vec![item(1, Op::Upsert, 1, "A")])).await.unwrap();
+        fake.lock().unwrap().customers.clear();
+        target.apply(&batch(vec![item(2, Op::Upsert, 1, "B")])).await.unwrap();
+        drop(target);
+        // The node died after the 404 to the update, before it recorded the create: the journal as
+        // it was then (nothing may say offset 2 is done).
+        let journal = tmp.path().join("targets/crm.stripe");
+        let text = std::fs::read_to_string(&journal).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let create = lines.iter().position(|l| l.contains("crm:2:create")).expect("the create is journaled");
+        std::fs::write(&journal, lines[..create].iter().map(|l| format!("{l}\n")).collect::<String>())
+            .unwrap();
+        let mut target = opened(&base, tmp.path(), 1).await;
+        target.apply(&batch(vec![item(2, Op::Upsert, 1, "B"), item(3, Op::Upsert, 2, "C")])).await.unwrap();
+        assert_eq!(
+            writes(&fake),
+            [
+                w("POST", "/v1/customers", "crm:1", 200),
+                w("POST", "/v1/customers/cus_1", "crm:2", 404),
+                w("POST", "/v1/customers", "crm:2:create", 200),
+                w("POST", "/v1/customers/cus_1", "crm:2", 404),
+                w("POST", "/v1/customers", "crm:2:create", 200),
+                w("POST", "/v1/customers", "crm:3", 200),
+            ],
+            "the update is resent, meets the 404 again, and the create follows (answered from the cache)"
+        );
+        assert_eq!(target.ids.get("customer 1").map(String::as_str), Some("cus_2"));
+        assert_eq!(fake.lock().unwrap().created, 3, "customer 1 was created again once, customer 2 once");
     }
 
     #[test]

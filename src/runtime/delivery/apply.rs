@@ -102,10 +102,19 @@ impl<T: Target> Worker<T> {
                             return self.apply_one_by_one(batch).await
                         }
                         _ => {
-                            // The record at fault when the target can tell (shown while paused).
-                            let at = item.filter(|&i| i < batch.items.len()).unwrap_or(0);
-                            let item = batch.items[at].clone();
-                            if !self.permanent_failure(&item, message).await {
+                            // The record at fault when the target can tell (shown while paused);
+                            // otherwise the error names the batch, not a record it cannot blame.
+                            let at = item.filter(|&i| i < batch.items.len());
+                            let item = batch.items[at.unwrap_or(0)].clone();
+                            let failed = match at {
+                                None if batch.items.len() > 1 => {
+                                    let (first, last) = (batch.first_offset, batch.last_offset);
+                                    let error = format!("offsets {first}-{last} (batch): {message}");
+                                    self.failed(&item, error, message).await
+                                }
+                                _ => self.permanent_failure(&item, message).await,
+                            };
+                            if !failed {
                                 return false;
                             }
                             if self.common.on_error == OnError::DeadLetter {
@@ -132,6 +141,11 @@ impl<T: Target> Worker<T> {
     /// A permanent failure of `item`: dead-letter it, or pause until resumed (then `true`: retry).
     async fn permanent_failure(&mut self, item: &Item, message: String) -> bool {
         let error = format!("offset {} ({} {}): {message}", item.offset, item.model, item.key);
+        self.failed(item, error, message).await
+    }
+
+    /// [`Self::permanent_failure`], with `error` as the target's `last_error`.
+    async fn failed(&mut self, item: &Item, error: String, message: String) -> bool {
         match self.common.on_error {
             OnError::DeadLetter => {
                 self.set(RunState::Running, Some(error.clone()));

@@ -209,17 +209,11 @@ fn permanent_error_dead_letters() {
 }
 
 #[test]
-#[ignore = "bug (flaky, about 1 run in 5): when the gate cuts a Search API request, the stripe target \
-    pauses with 'offset N (account ...): stripe: GET .../v1/customers/search?...: connection closed \
-    before message completed' instead of retrying; see a_failed_search_is_retried (deterministic)"]
 fn server_down() {
     cases::server_down(Stripe::new);
 }
 
 #[test]
-#[ignore = "bug: a truncate pauses the stripe target with 'offset N (account null): the item has no \
-    key' (plan() reads the key before it matches Op::Truncate), not the documented 'a truncate cannot \
-    be applied to Stripe (set `truncate: ignore` on this target)'"]
 fn truncate_applied() {
     cases::truncate_applied(Stripe::new);
 }
@@ -233,9 +227,6 @@ fn truncate_ignored() {
 /// gate does the same at random) must be retried like any transient error, not pause the target or,
 /// with `on_error: dead_letter`, send the record to the DLQ.
 #[test]
-#[ignore = "bug: the stripe target turns every error of its Search API lookup into a permanent error \
-    (plan() maps search errors to a String, deliver() makes that Permanent): a 503 or a lost connection \
-    during a search pauses the target (dead_letter: dead-letters the record); also makes server_down flaky"]
 fn a_failed_search_is_retried() {
     let mut run = cases::Run::new("a_failed_search_is_retried", Stripe::new, 20, &TargetSpec::default());
     let changes = run.workload.changes(300);
