@@ -72,9 +72,7 @@ impl TargetSpec for HttpTarget {
     }
 
     fn start(&self, start: TargetStart<'_>) -> Result<(TargetHandle, JoinHandle<()>), StartError> {
-        let target = super::target::HttpTarget::new(self, &start.config.data_dir).map_err(|e| {
-            StartError { kind: "http target", name: self.common.name.clone(), message: e.to_string() }
-        })?;
+        let target = super::target::HttpTarget::new(self, Arc::clone(&start.worker.state))?;
         Ok(worker::spawn(target, "http", start))
     }
 

@@ -35,16 +35,16 @@
 //! wrote it) is generation 0, whose keys have no suffix: a data directory written before keeps its
 //! keys, and its request in flight is resent under the key it was first sent with.
 
+use crate::config::InvalidValue;
+use crate::connector::StartError;
 use crate::error_chain;
 use crate::record::Op;
-use crate::runtime::delivery::{blocking_io, Batch, Capabilities, Guarantee, Item, Target, TargetError};
-use crate::util::write_durably;
-use anyhow::Context;
+use crate::runtime::delivery::{Batch, Capabilities, Guarantee, Item, Target, TargetError};
+use crate::runtime::state::{StateKey, StateStore};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::io;
-use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -60,7 +60,9 @@ pub struct HttpTarget {
     headers: HeaderMap,
     timeout: Duration,
     client: reqwest::Client,
-    inflight_path: PathBuf,
+    /// The request in flight (`<data_dir>/targets/<name>.inflight` in the file state store).
+    journal: StateKey,
+    state: Arc<dyn StateStore>,
     /// A request that may have reached the API before the node stopped: sent again first.
     resend: Option<Inflight>,
     /// Items at or before this offset were in a request confirmed since `open` (the resent one).
@@ -120,26 +122,31 @@ struct OutRecord<'a> {
 }
 
 impl HttpTarget {
-    pub fn new(config: &crate::http::config::HttpTarget, data_dir: &Path) -> anyhow::Result<HttpTarget> {
+    pub fn new(
+        config: &crate::http::config::HttpTarget,
+        state: Arc<dyn StateStore>,
+    ) -> Result<HttpTarget, StartError> {
         let name = &config.common.name;
-        let url = reqwest::Url::parse(&config.url).with_context(|| format!("target '{name}': url"))?;
+        let refuse = |message: String| StartError { kind: "http target", name: name.clone(), message };
+        let url = reqwest::Url::parse(&config.url).map_err(|e| refuse(format!("url: {e}")))?;
         match url.scheme() {
             "http" | "https" => {}
-            other => anyhow::bail!("target '{name}': url scheme '{other}' is not http or https"),
+            other => return Err(refuse(format!("url scheme '{other}' is not http or https"))),
         }
         crate::install_tls_provider();
         let client = reqwest::Client::builder()
             .timeout(config.timeout)
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .with_context(|| format!("target '{name}': HTTP client"))?;
+            .map_err(|e| refuse(format!("HTTP client: {}", error_chain(&e))))?;
         Ok(HttpTarget {
             name: name.clone(),
             url,
-            headers: header_map(name, &config.headers)?,
+            headers: header_map(&config.headers).map_err(|e| refuse(e.0))?,
             timeout: config.timeout,
             client,
-            inflight_path: data_dir.join("targets").join(format!("{name}.inflight")),
+            journal: StateKey::TargetJournal { target: name.clone(), name: "inflight" },
+            state,
             resend: None,
             sent_through: 0,
             generation: 0,
@@ -162,7 +169,7 @@ impl HttpTarget {
             .collect();
         let body = Body { target: &self.name, first_offset: first, last_offset: last, records };
         let body = serde_json::to_string(&body)
-            .map_err(|e| TargetError::Permanent { item: None, message: format!("cannot serialize: {e}") })?;
+            .map_err(|e| TargetError::permanent(None, format!("cannot serialize: {e}")).caused_by(e))?;
         Ok(Inflight { first_offset: first, last_offset: last, body, generation: self.generation })
     }
 
@@ -177,15 +184,13 @@ impl HttpTarget {
         self.store(&file).await
     }
 
-    /// Durably replaces the in-flight file with `file`.
+    /// Durably replaces the in-flight record with `file`.
     async fn store(&self, file: &InflightFile) -> Result<(), TargetError> {
-        let path = self.inflight_path.clone();
-        let bytes = serde_json::to_vec(file).map_err(|e| TargetError::Transient(e.to_string()))?;
-        blocking_io("http", move || {
-            std::fs::create_dir_all(path.parent().expect("in a directory"))?;
-            write_durably(&path, &bytes).map_err(io::Error::other)
-        })
-        .await
+        let bytes = serde_json::to_vec(file).expect("an in-flight record serializes");
+        self.state
+            .store(&self.journal, bytes)
+            .await
+            .map_err(|e| TargetError::transient(format!("http: {e}")).caused_by(e))
     }
 
     /// Sends `request` under its idempotency key.
@@ -196,9 +201,8 @@ impl HttpTarget {
         };
         let mut headers = self.headers.clone();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        let value = HeaderValue::from_str(&key).map_err(|e| TargetError::Permanent {
-            item: None,
-            message: format!("idempotency key '{key}' is not a valid header value: {e}"),
+        let value = HeaderValue::from_str(&key).map_err(|e| {
+            TargetError::permanent(None, format!("idempotency key '{key}' is not a valid header value: {e}"))
         })?;
         headers.insert(IDEMPOTENCY_KEY, value);
         let sent =
@@ -206,9 +210,9 @@ impl HttpTarget {
         match sent {
             Ok(response) => outcome(response).await,
             Err(e) if e.is_timeout() => {
-                Err(TargetError::Transient(format!("POST {} timed out after {:?}", self.url, self.timeout)))
+                Err(TargetError::transient(format!("POST {} timed out after {:?}", self.url, self.timeout)))
             }
-            Err(e) => Err(TargetError::Transient(format!("POST {}: {}", self.url, error_chain(&e)))),
+            Err(e) => Err(TargetError::transient(format!("POST {}: {}", self.url, error_chain(&e)))),
         }
     }
 
@@ -234,8 +238,9 @@ impl Target for HttpTarget {
     }
 
     async fn open(&mut self, cursor: u64) -> Result<u64, TargetError> {
-        let path = self.inflight_path.clone();
-        let (generation, recorded) = blocking_io("http", move || read_inflight(&path)).await?;
+        let stored = self.state.load(&self.journal).await;
+        let stored = stored.map_err(|e| TargetError::transient(format!("http: {e}")).caused_by(e))?;
+        let (generation, recorded) = read_inflight(&self.journal, stored)?;
         self.generation = generation;
         self.resend = recorded.filter(|request| request.last_offset > cursor);
         self.sent_through = 0;
@@ -267,20 +272,16 @@ impl Target for HttpTarget {
 }
 
 /// The configured headers, checked, with their values marked sensitive.
-fn header_map(
-    target: &str,
-    headers: &std::collections::BTreeMap<String, String>,
-) -> anyhow::Result<HeaderMap> {
+fn header_map(headers: &std::collections::BTreeMap<String, String>) -> Result<HeaderMap, InvalidValue> {
     let mut map = HeaderMap::new();
     for (name, value) in headers {
         let header = HeaderName::from_bytes(name.as_bytes())
-            .with_context(|| format!("target '{target}': header name '{name}'"))?;
-        anyhow::ensure!(
-            header != IDEMPOTENCY_KEY,
-            "target '{target}': the Idempotency-Key header is set by Remix"
-        );
+            .map_err(|e| InvalidValue(format!("header name '{name}': {e}")))?;
+        if header == IDEMPOTENCY_KEY {
+            return Err(InvalidValue("the Idempotency-Key header is set by Remix".into()));
+        }
         let mut value = HeaderValue::from_str(value)
-            .with_context(|| format!("target '{target}': value of header '{name}'"))?;
+            .map_err(|e| InvalidValue(format!("value of header '{name}': {e}")))?;
         value.set_sensitive(true);
         map.append(header, value);
     }
@@ -298,22 +299,20 @@ async fn outcome(response: reqwest::Response) -> Result<(), TargetError> {
     let mut message = format!("HTTP {}: {}", status.as_u16(), crate::util::excerpt(&text, EXCERPT_CHARS));
     let transient = matches!(status.as_u16(), 408 | 409 | 425 | 429) || status.is_server_error();
     if !transient {
-        return Err(TargetError::Permanent { item: None, message });
+        return Err(TargetError::Permanent { item: None, message, source: None });
     }
     if let Some(after) = retry_after {
         message.push_str(&format!(" (Retry-After: {after})"));
     }
-    Err(TargetError::Transient(message))
+    Err(TargetError::transient(message))
 }
 
-/// The rewind generation and the request recorded in flight, if any (none without a file).
-fn read_inflight(path: &Path) -> io::Result<(u64, Option<Inflight>)> {
-    let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display()));
-    let file: InflightFile = match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((0, None)),
-        Err(e) => return Err(e),
-    };
+/// The rewind generation and the request recorded in flight, if any (none without a record).
+fn read_inflight(key: &StateKey, stored: Option<Vec<u8>>) -> Result<(u64, Option<Inflight>), TargetError> {
+    // A record that does not parse is not guessed at: the target waits until it is fixed.
+    let invalid = |e: String| TargetError::transient(format!("http: {key}: {e}"));
+    let Some(bytes) = stored else { return Ok((0, None)) };
+    let file: InflightFile = serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
     let InflightFile { first_offset, last_offset, body, generation } = file;
     let request = match (first_offset, last_offset, body) {
         (Some(first_offset), Some(last_offset), Some(body)) => {
@@ -328,6 +327,11 @@ fn read_inflight(path: &Path) -> io::Result<(u64, Option<Inflight>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The file state store of a data directory, without a log (no cursors needed here).
+    fn state_store(dir: &std::path::Path) -> Arc<dyn StateStore> {
+        Arc::new(crate::runtime::state::FileStateStore::offline(dir))
+    }
     use crate::config::{BatchConfig, OnError, TargetCommon, TruncatePolicy};
     use axum::extract::State;
     use axum::http::StatusCode;
@@ -442,8 +446,8 @@ mod tests {
         Batch { first_offset: first, last_offset: last, items }
     }
 
-    async fn opened(url: &str, data_dir: &Path, cursor: u64) -> HttpTarget {
-        let mut target = HttpTarget::new(&config(url), data_dir).unwrap();
+    async fn opened(url: &str, data_dir: &std::path::Path, cursor: u64) -> HttpTarget {
+        let mut target = HttpTarget::new(&config(url), state_store(data_dir)).unwrap();
         assert_eq!(target.open(cursor).await.unwrap(), cursor);
         target
     }
@@ -492,13 +496,15 @@ mod tests {
         server.then(500, "database\n  down");
         server.then(429, "slow down");
         match target.apply(&batch(1, 4)).await {
-            Err(TargetError::Transient(message)) => {
+            Err(TargetError::Transient { message, .. }) => {
                 assert!(message.starts_with("HTTP 500: database down"), "{message}")
             }
             other => panic!("{other:?}"),
         }
         match target.apply(&batch(1, 4)).await {
-            Err(TargetError::Transient(message)) => assert!(message.contains("Retry-After: 7"), "{message}"),
+            Err(TargetError::Transient { message, .. }) => {
+                assert!(message.contains("Retry-After: 7"), "{message}")
+            }
             other => panic!("{other:?}"),
         }
         target.apply(&batch(1, 4)).await.unwrap();
@@ -514,9 +520,8 @@ mod tests {
         let mut target = opened(&url, tmp.path(), 0).await;
         server.then(400, "{\"error\": \"bad total\"}");
         let error = target.apply(&batch(1, 4)).await.unwrap_err();
-        let expected =
-            TargetError::Permanent { item: None, message: "HTTP 400: {\"error\": \"bad total\"}".into() };
-        assert_eq!(error, expected);
+        assert!(matches!(&error, TargetError::Permanent { item: None, .. }), "{error:?}");
+        assert_eq!(error.message(), "HTTP 400: {\"error\": \"bad total\"}");
         server.then(302, "");
         assert!(matches!(target.apply(&batch(1, 4)).await, Err(TargetError::Permanent { .. })));
     }
@@ -527,16 +532,18 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let mut config = config(&url);
         config.timeout = Duration::from_millis(200);
-        let mut target = HttpTarget::new(&config, tmp.path()).unwrap();
+        let mut target = HttpTarget::new(&config, state_store(tmp.path())).unwrap();
         target.open(0).await.unwrap();
         server.script.lock().unwrap().push_back((200, "late", Duration::from_secs(2)));
         match target.apply(&batch(1, 4)).await {
-            Err(TargetError::Transient(message)) => assert!(message.contains("timed out"), "{message}"),
+            Err(TargetError::Transient { message, .. }) => {
+                assert!(message.contains("timed out"), "{message}")
+            }
             other => panic!("{other:?}"),
         }
         let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
         let mut target = opened(&format!("http://{closed}/hook"), tmp.path(), 0).await;
-        assert!(matches!(target.apply(&batch(1, 4)).await, Err(TargetError::Transient(_))));
+        assert!(matches!(target.apply(&batch(1, 4)).await, Err(TargetError::Transient { .. })));
     }
 
     #[tokio::test]
@@ -641,23 +648,25 @@ mod tests {
         // A torn combination is refused rather than guessed at.
         std::fs::write(tmp.path().join("targets/hook.inflight"), r#"{"first_offset":4,"generation":2}"#)
             .unwrap();
-        let mut target = HttpTarget::new(&config(&url), tmp.path()).unwrap();
-        assert!(matches!(target.open(0).await, Err(TargetError::Transient(_))));
+        let mut target = HttpTarget::new(&config(&url), state_store(tmp.path())).unwrap();
+        assert!(matches!(target.open(0).await, Err(TargetError::Transient { .. })));
     }
 
     #[test]
     fn other_schemes_and_bad_headers_are_refused() {
         let tmp = tempfile::tempdir().unwrap();
-        HttpTarget::new(&config("https://api.example.com/hook"), tmp.path()).expect("https is supported");
-        let error = HttpTarget::new(&config("ftp://api.example.com/hook"), tmp.path()).unwrap_err();
+        HttpTarget::new(&config("https://api.example.com/hook"), state_store(tmp.path()))
+            .expect("https is supported");
+        let error =
+            HttpTarget::new(&config("ftp://api.example.com/hook"), state_store(tmp.path())).unwrap_err();
         assert!(error.to_string().contains("is not http or https"), "{error}");
         let mut bad = config("http://127.0.0.1:1/hook");
         bad.headers.insert("Idempotency-Key".into(), "x".into());
-        assert!(HttpTarget::new(&bad, tmp.path()).is_err());
+        assert!(HttpTarget::new(&bad, state_store(tmp.path())).is_err());
         let mut bad = config("http://127.0.0.1:1/hook");
         bad.headers.insert("X-Bad".into(), "line\nbreak".into());
-        assert!(HttpTarget::new(&bad, tmp.path()).is_err());
-        let target = HttpTarget::new(&config("http://127.0.0.1:1/hook"), tmp.path()).unwrap();
+        assert!(HttpTarget::new(&bad, state_store(tmp.path())).is_err());
+        let target = HttpTarget::new(&config("http://127.0.0.1:1/hook"), state_store(tmp.path())).unwrap();
         assert!(!format!("{target:?}").contains("secret"), "header values stay out of Debug");
     }
 }

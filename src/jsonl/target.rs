@@ -110,7 +110,7 @@ impl JsonlTarget {
             }
             if !is_plain_name(&item.model) {
                 let message = format!("model name '{}' cannot be a directory name", item.model);
-                return Err(TargetError::Permanent { item: Some(index), message });
+                return Err(TargetError::Permanent { item: Some(index), message, source: None });
             }
             let file = files.entry(&item.model).or_insert_with(|| NewFile {
                 model: item.model.clone(),
@@ -118,8 +118,11 @@ impl JsonlTarget {
                 bytes: Vec::new(),
             });
             file.span.last = item.offset;
-            write_line(&mut file.bytes, item)
-                .map_err(|e| TargetError::Permanent { item: Some(index), message: e.to_string() })?;
+            write_line(&mut file.bytes, item).map_err(|e| TargetError::Permanent {
+                item: Some(index),
+                message: e.to_string(),
+                source: None,
+            })?;
         }
         Ok(files.into_values().collect())
     }
@@ -498,7 +501,7 @@ mod tests {
         // `order` cannot be written: a regular file is in the way.
         std::fs::write(tmp.path().join("order"), b"").unwrap();
         let error = target.apply(&batch(&history(), 1, 20)).await.unwrap_err();
-        assert!(matches!(error, TargetError::Transient(_)), "{error:?}");
+        assert!(matches!(error, TargetError::Transient { .. }), "{error:?}");
         assert_eq!(files(tmp.path(), "customer").len(), 1);
         std::fs::remove_file(tmp.path().join("order")).unwrap();
         target.apply(&batch(&history(), 1, 20)).await.unwrap();
@@ -632,7 +635,7 @@ mod tests {
         let file = tmp.path().join("not-a-dir");
         std::fs::write(&file, b"").unwrap();
         let mut target = JsonlTarget::new(&config(&file));
-        assert!(matches!(target.open(0).await, Err(TargetError::Transient(_))));
+        assert!(matches!(target.open(0).await, Err(TargetError::Transient { .. })));
     }
 
     #[test]

@@ -68,7 +68,7 @@ fn structural_rules() {
 }
 
 fn cast(t: &str, v: Value) -> Result<Value, String> {
-    Cast::parse(t).unwrap().apply(&v)
+    Cast::parse(t).unwrap().apply(&v).map_err(|e| e.0)
 }
 
 #[test]

@@ -238,9 +238,7 @@ impl TargetSpec for PostgresTarget {
     }
 
     fn start(&self, start: TargetStart<'_>) -> Result<(TargetHandle, JoinHandle<()>), StartError> {
-        let target = super::target::PostgresTarget::new(self, &start.config.models).map_err(|e| {
-            StartError { kind: "postgres target", name: self.common.name.clone(), message: e.to_string() }
-        })?;
+        let target = super::target::PostgresTarget::new(self, &start.config.models)?;
         Ok(worker::spawn(target, "postgres", start))
     }
 

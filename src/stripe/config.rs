@@ -208,9 +208,7 @@ impl TargetSpec for StripeTarget {
     }
 
     fn start(&self, mut start: TargetStart<'_>) -> Result<(TargetHandle, JoinHandle<()>), StartError> {
-        let target = super::target::StripeTarget::new(self, &start.config.data_dir).map_err(|e| {
-            StartError { kind: "stripe target", name: self.common.name.clone(), message: e.to_string() }
-        })?;
+        let target = super::target::StripeTarget::new(self, Arc::clone(&start.worker.state))?;
         start.common.rate_limit = start.common.rate_limit.or(Some(DEFAULT_RATE_LIMIT));
         Ok(worker::spawn(target, "stripe", start))
     }

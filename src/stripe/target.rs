@@ -39,14 +39,15 @@
 //! fails with a 503 or a lost connection is retried, it does not pause the target.
 
 use crate::config::RateLimit;
+use crate::connector::StartError;
 use crate::record::Op;
-use crate::runtime::delivery::{blocking_io, Batch, Capabilities, Guarantee, Item, Target, TargetError};
+use crate::runtime::delivery::{Batch, Capabilities, Guarantee, Item, Target, TargetError};
+use crate::runtime::state::{StateError, StateKey, StateStore};
 use crate::stripe::api::{form_encode, percent_encode, Api, ApiError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The rate limit when none is configured: Stripe's test-mode limit.
@@ -102,7 +103,9 @@ pub struct StripeTarget {
     name: String,
     api: Api,
     models: BTreeMap<String, ModelOut>,
-    journal: PathBuf,
+    /// The journal (`<data_dir>/targets/<name>.stripe` in the file state store).
+    journal: StateKey,
+    state: Arc<dyn StateStore>,
     /// `<model> <key value>` -> Stripe id.
     ids: HashMap<String, String>,
     generation: u64,
@@ -115,20 +118,21 @@ pub struct StripeTarget {
 impl StripeTarget {
     pub fn new(
         config: &crate::stripe::config::StripeTarget,
-        data_dir: &Path,
-    ) -> anyhow::Result<StripeTarget> {
+        state: Arc<dyn StateStore>,
+    ) -> Result<StripeTarget, StartError> {
         let name = &config.common.name;
-        let api = Api::new(&config.api_base, &config.api_key, TIMEOUT)
-            .map_err(|e| anyhow::anyhow!("target '{name}': {e}"))?;
+        let refuse = |message: String| StartError { kind: "stripe target", name: name.clone(), message };
+        let api = Api::new(&config.api_base, &config.api_key, TIMEOUT).map_err(|e| refuse(e.to_string()))?;
         let mut models = BTreeMap::new();
         for (model, output) in &config.models {
-            anyhow::ensure!(
-                output.mapping.is_identity() || output.mapping.output_fields().any(|f| f == output.key_field),
-                "target '{name}': models.{model}.fields must map the model key to key_field '{}' \
-                 (e.g. `{}: id`), or be left out",
-                output.key_field,
-                output.key_field
-            );
+            if !output.mapping.is_identity() && !output.mapping.output_fields().any(|f| f == output.key_field)
+            {
+                let field = &output.key_field;
+                return Err(refuse(format!(
+                    "models.{model}.fields must map the model key to key_field '{field}' (e.g. `{field}: id`), \
+                     or be left out"
+                )));
+            }
             let collection = format!("/v1/{}s", output.object.replace('.', "/"));
             models.insert(
                 model.clone(),
@@ -139,7 +143,8 @@ impl StripeTarget {
             name: name.clone(),
             api,
             models,
-            journal: data_dir.join("targets").join(format!("{name}.stripe")),
+            journal: StateKey::TargetJournal { target: name.clone(), name: "stripe" },
+            state,
             ids: HashMap::new(),
             generation: 0,
             pending: None,
@@ -155,15 +160,9 @@ impl StripeTarget {
     }
 
     async fn record(&self, entry: &Entry) -> Result<(), TargetError> {
-        let path = self.journal.clone();
         let mut line = serde_json::to_vec(entry).expect("serializable");
         line.push(b'\n');
-        blocking_io("stripe journal", move || {
-            let mut file = std::fs::OpenOptions::new().append(true).open(&path)?;
-            file.write_all(&line)?;
-            file.sync_data()
-        })
-        .await
+        self.state.append(&self.journal, line).await.map_err(journal_error)
     }
 
     /// The key value of `item` for `model`, as text, and as the JSON value to send.
@@ -203,13 +202,10 @@ impl StripeTarget {
                 .and_then(Value::as_str)
                 .map(str::to_owned),
             Err(ApiError::Status { status: 404, message, .. }) => {
-                return Err(TargetError::Permanent {
-                    item: None,
-                    message: format!(
-                        "Stripe cannot search {} objects ({message}): use key_field: id",
-                        model.object
-                    ),
-                })
+                return Err(TargetError::permanent(
+                    None,
+                    format!("Stripe cannot search {} objects ({message}): use key_field: id", model.object),
+                ))
             }
             Err(e) => return Err(api_error(e, None)),
         };
@@ -229,7 +225,7 @@ impl StripeTarget {
         item: &Item,
         recreate: bool,
     ) -> Result<Option<Request>, TargetError> {
-        let permanent = |message: String| TargetError::Permanent { item: Some(index), message };
+        let permanent = |message: String| TargetError::Permanent { item: Some(index), message, source: None };
         if item.op == Op::Truncate {
             // Before the key: a truncate has none.
             return Err(permanent(
@@ -397,12 +393,8 @@ impl StripeTarget {
 
     /// Reads the journal: ids, generation, the request without an outcome (if after `cursor`), and
     /// the offset through which items were confirmed. Returns the number of lines.
-    fn load(&mut self, cursor: u64) -> io::Result<usize> {
-        let bytes = match std::fs::read(&self.journal) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(e),
-        };
+    async fn load(&mut self, cursor: u64) -> Result<usize, TargetError> {
+        let bytes = self.state.load(&self.journal).await.map_err(journal_error)?.unwrap_or_default();
         // Only the last line can be torn (every line is synced before the next is written).
         let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
         let mut lines = 0;
@@ -410,9 +402,8 @@ impl StripeTarget {
         let mut confirmed = 0;
         for line in bytes[..complete].split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
             lines += 1;
-            let entry: Entry = serde_json::from_slice(line).map_err(|e| {
-                io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", self.journal.display()))
-            })?;
+            let entry: Entry = serde_json::from_slice(line)
+                .map_err(|e| TargetError::transient(format!("stripe: {}: {e}", self.journal)))?;
             match entry {
                 Entry::Send(request) => pending = Some(request),
                 Entry::Done { offset, key, id } => {
@@ -442,14 +433,13 @@ impl StripeTarget {
         let before_pending = self.pending.as_ref().map_or(0, |p| p.offset - 1);
         self.sent_through = confirmed.max(before_pending);
         if complete < bytes.len() {
-            let file = std::fs::OpenOptions::new().write(true).open(&self.journal)?;
-            file.set_len(complete as u64)?;
-            file.sync_all()?;
+            // The torn line is dropped before anything is appended after it.
+            self.state.store(&self.journal, bytes[..complete].to_vec()).await.map_err(journal_error)?;
         }
         Ok(lines)
     }
 
-    fn compact(&self) -> anyhow::Result<()> {
+    async fn compact(&self) -> Result<(), TargetError> {
         let mut entries = Vec::new();
         if self.generation > 0 {
             entries.push(Entry::Rewind { generation: self.generation });
@@ -460,10 +450,10 @@ impl StripeTarget {
         entries.extend(self.pending.clone().map(Entry::Send));
         let mut bytes = Vec::new();
         for entry in entries {
-            serde_json::to_writer(&mut bytes, &entry)?;
+            serde_json::to_writer(&mut bytes, &entry).expect("a journal entry serializes");
             bytes.push(b'\n');
         }
-        Ok(crate::util::write_durably(&self.journal, &bytes)?)
+        self.state.store(&self.journal, bytes).await.map_err(journal_error)
     }
 }
 
@@ -476,23 +466,12 @@ impl Target for StripeTarget {
         self.ids.clear();
         self.generation = 0;
         self.sent_through = 0;
-        let lines = self.load(cursor).map_err(|e| TargetError::Transient(format!("stripe journal: {e}")))?;
-        let dir = self.journal.parent().expect("in a directory").to_path_buf();
-        let path = self.journal.clone();
+        let lines = self.load(cursor).await?;
         // Compaction drops the outcomes, so not while they are still needed past the cursor.
         let compact = lines > 2 * self.ids.len() + COMPACT_SLACK_LINES && self.sent_through <= cursor;
         if compact {
-            self.compact().map_err(|e| TargetError::Transient(format!("stripe journal: {e}")))?;
+            self.compact().await?;
         }
-        blocking_io("stripe journal", move || {
-            std::fs::create_dir_all(&dir)?;
-            if !path.exists() {
-                std::fs::File::create(&path)?.sync_all()?;
-                std::fs::File::open(&dir)?.sync_all()?;
-            }
-            Ok(())
-        })
-        .await?;
         Ok(cursor)
     }
 
@@ -518,11 +497,17 @@ impl Target for StripeTarget {
     }
 }
 
+/// The journal could not be read or written: retried (the target waits until it can record).
+fn journal_error(error: StateError) -> TargetError {
+    TargetError::transient(format!("stripe journal: {error}")).caused_by(error)
+}
+
 fn api_error(error: ApiError, item: Option<usize>) -> TargetError {
+    let message = format!("stripe: {error}");
     if error.is_transient() {
-        TargetError::Transient(format!("stripe: {error}"))
+        TargetError::transient(message).caused_by(error)
     } else {
-        TargetError::Permanent { item, message: format!("stripe: {error}") }
+        TargetError::permanent(item, message).caused_by(error)
     }
 }
 
@@ -535,6 +520,11 @@ pub fn with_default_rate_limit(mut common: crate::config::TargetCommon) -> crate
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The file state store of a data directory, without a log (no cursors needed here).
+    fn state_store(dir: &std::path::Path) -> Arc<dyn StateStore> {
+        Arc::new(crate::runtime::state::FileStateStore::offline(dir))
+    }
     use crate::config::{BatchConfig, OnError, TargetCommon, TruncatePolicy};
     use crate::mapping::Mapping;
     use serde_json::json;
@@ -694,9 +684,9 @@ mod tests {
         Batch { first_offset: items[0].offset, last_offset: items.last().unwrap().offset, items }
     }
 
-    async fn opened(base: &str, dir: &Path, cursor: u64) -> StripeTarget {
+    async fn opened(base: &str, dir: &std::path::Path, cursor: u64) -> StripeTarget {
         let fields = json!({"metadata.remix_id": "id", "email": "email", "name": "name"});
-        let mut target = StripeTarget::new(&config(base, fields), dir).unwrap();
+        let mut target = StripeTarget::new(&config(base, fields), state_store(dir)).unwrap();
         assert_eq!(target.open(cursor).await.unwrap(), cursor);
         target
     }
@@ -742,7 +732,7 @@ mod tests {
         let truncate =
             Item { op: Op::Truncate, key: Value::Null, data: None, ..item(6, Op::Truncate, 0, "") };
         match target.apply(&batch(vec![truncate])).await {
-            Err(TargetError::Permanent { item: Some(0), message }) => assert!(
+            Err(TargetError::Permanent { item: Some(0), message, source: None }) => assert!(
                 message.contains("a truncate cannot be applied to Stripe (set `truncate: ignore`"),
                 "{message}"
             ),
@@ -761,14 +751,16 @@ mod tests {
         fake.lock().unwrap().failed_searches = vec![503, 500];
         for _ in 0..2 {
             match target.apply(&next()).await {
-                Err(TargetError::Transient(message)) => assert!(message.contains("search"), "{message}"),
+                Err(TargetError::Transient { message, .. }) => {
+                    assert!(message.contains("search"), "{message}")
+                }
                 other => panic!("a failed search must be retried: {other:?}"),
             }
         }
         // The connection lost during a search (nothing listens any more).
         let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
         let mut unreachable = opened(&format!("http://{closed}"), tmp.path(), 2).await;
-        assert!(matches!(unreachable.apply(&next()).await, Err(TargetError::Transient(_))));
+        assert!(matches!(unreachable.apply(&next()).await, Err(TargetError::Transient { .. })));
         drop(unreachable);
         // A refused search is permanent, and blames the item whose key was looked up.
         fake.lock().unwrap().failed_searches = vec![400];
@@ -792,7 +784,7 @@ mod tests {
         // before the cursor moves past 1.
         target.apply(&batch(vec![item(2, Op::Upsert, 1, "B")])).await.unwrap();
         fake.lock().unwrap().lose_next_answer = true;
-        assert!(matches!(target.apply(&next()).await, Err(TargetError::Transient(_))));
+        assert!(matches!(target.apply(&next()).await, Err(TargetError::Transient { .. })));
         drop(target);
         let mut target = opened(&base, tmp.path(), 1).await;
         target.apply(&next()).await.unwrap();
@@ -883,14 +875,19 @@ mod tests {
     #[test]
     fn the_key_must_map_to_key_field() {
         let tmp = tempfile::tempdir().unwrap();
-        let error = StripeTarget::new(&config("http://127.0.0.1:1", json!({"email": "email"})), tmp.path())
-            .unwrap_err();
+        let error = StripeTarget::new(
+            &config("http://127.0.0.1:1", json!({"email": "email"})),
+            state_store(tmp.path()),
+        )
+        .unwrap_err();
         assert!(
             error.to_string().contains("must map the model key to key_field 'metadata.remix_id'"),
             "{error}"
         );
-        StripeTarget::new(&config("http://127.0.0.1:1", Value::Null), tmp.path()).expect("identity is fine");
-        let target = StripeTarget::new(&config("http://127.0.0.1:1", Value::Null), tmp.path()).unwrap();
+        StripeTarget::new(&config("http://127.0.0.1:1", Value::Null), state_store(tmp.path()))
+            .expect("identity is fine");
+        let target =
+            StripeTarget::new(&config("http://127.0.0.1:1", Value::Null), state_store(tmp.path())).unwrap();
         assert!(!format!("{target:?}").contains("sk_test"), "the key stays out of Debug");
     }
 }

@@ -71,10 +71,10 @@ pub mod apply;
 pub mod schema;
 
 use crate::config::TruncatePolicy;
+use crate::connector::StartError;
 use crate::models::Model;
 use crate::record::Op;
 use crate::runtime::delivery::{Batch, Capabilities, Guarantee, Item, Target, TargetError};
-use anyhow::Context;
 use apply::{Table, TextColumn};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -157,8 +157,8 @@ enum Failure {
 impl Failure {
     fn into_error(self, item: Option<usize>) -> TargetError {
         match self {
-            Failure::Broken(m) | Failure::Transient(m) => TargetError::Transient(m),
-            Failure::Permanent { message, .. } => TargetError::Permanent { item, message },
+            Failure::Broken(m) | Failure::Transient(m) => TargetError::transient(m),
+            Failure::Permanent { message, .. } => TargetError::Permanent { item, message, source: None },
         }
     }
 }
@@ -170,12 +170,13 @@ impl PostgresTarget {
     pub fn new(
         config: &crate::postgres::config::PostgresTarget,
         models: &BTreeMap<String, Arc<Model>>,
-    ) -> anyhow::Result<PostgresTarget> {
+    ) -> Result<PostgresTarget, StartError> {
         let name = &config.common.name;
+        let refuse = |message: String| StartError { kind: "postgres target", name: name.clone(), message };
         use crate::postgres::tls;
         let tls::PgDsn { config: mut pg, tls: settings } =
-            tls::parse_dsn(&config.dsn).with_context(|| format!("target '{name}': invalid dsn"))?;
-        let tls = tls::MakeRustlsConnect::new(&settings).with_context(|| format!("target '{name}': dsn"))?;
+            tls::parse_dsn(&config.dsn).map_err(|e| refuse(format!("invalid dsn: {e}")))?;
+        let tls = tls::MakeRustlsConnect::new(&settings).map_err(|e| refuse(format!("dsn: {e}")))?;
         if pg.get_application_name().is_none() {
             pg.application_name(format!("remix/{name}"));
         }
@@ -188,10 +189,9 @@ impl PostgresTarget {
         pg.keepalives_idle(Duration::from_secs(30));
         let mut plans = BTreeMap::new();
         for (model_name, output) in &config.models {
-            let model = models
-                .get(model_name)
-                .with_context(|| format!("target '{name}': unknown model '{model_name}'"))?;
-            let plan = schema::plan(model, output).map_err(|e| anyhow::anyhow!("target '{name}': {e}"))?;
+            let model =
+                models.get(model_name).ok_or_else(|| refuse(format!("unknown model '{model_name}'")))?;
+            let plan = schema::plan(model, output).map_err(refuse)?;
             plans.insert(model_name.clone(), plan);
         }
         Ok(PostgresTarget {
@@ -211,7 +211,7 @@ impl PostgresTarget {
     async fn connect(&mut self) -> Result<(), TargetError> {
         self.conn = None;
         let (client, connection) = self.config.connect(self.tls.clone()).await.map_err(|e| {
-            TargetError::Transient(format!("cannot connect to the target database: {}", describe(&e)))
+            TargetError::transient(format!("cannot connect to the target database: {}", describe(&e)))
         })?;
         let name = self.name.clone();
         let task = tokio::spawn(async move {
@@ -293,7 +293,7 @@ impl PostgresTarget {
             }
         }
         if !problems.is_empty() {
-            return Err(TargetError::Permanent { item: None, message: problems.join("; ") });
+            return Err(TargetError::Permanent { item: None, message: problems.join("; "), source: None });
         }
         self.tables = tables;
         Ok(())
@@ -569,11 +569,13 @@ impl Target for PostgresTarget {
         };
         tracing::debug!(target = %self.name, "batch failed, locating the item at fault: {failure}");
         if batch.items.len() == 1 {
-            return Err(TargetError::Permanent { item: Some(0), message: failure });
+            return Err(TargetError::Permanent { item: Some(0), message: failure, source: None });
         }
         match self.locate(&batch.items).await {
-            Ok(Some((index, message))) => Err(TargetError::Permanent { item: Some(index), message }),
-            Ok(None) => Err(TargetError::Permanent { item: None, message: failure }),
+            Ok(Some((index, message))) => {
+                Err(TargetError::Permanent { item: Some(index), message, source: None })
+            }
+            Ok(None) => Err(TargetError::Permanent { item: None, message: failure, source: None }),
             Err(other) => Err(other.into_error(None)),
         }
     }

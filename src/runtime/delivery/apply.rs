@@ -83,12 +83,12 @@ impl<T: Target> Worker<T> {
                     }
                     return true;
                 }
-                Err(error @ TargetError::Transient(_)) => {
+                Err(error @ TargetError::Transient { .. }) => {
                     if !self.back_off(&mut backoff, error).await {
                         return false;
                     }
                 }
-                Err(TargetError::Permanent { item, message }) => {
+                Err(TargetError::Permanent { item, message, .. }) => {
                     metrics::counter!("remix_target_errors_total", "target" => self.common.name.clone())
                         .increment(1);
                     match (self.common.on_error, item) {
@@ -191,7 +191,7 @@ impl<T: Target> Worker<T> {
             match self.context.dead_letters.append(vec![letter.clone()]).await {
                 Ok(_) => return true,
                 Err(e) => {
-                    let error = TargetError::Transient(format!("cannot write the dead letter: {e}"));
+                    let error = TargetError::transient(format!("cannot write the dead letter: {e}"));
                     if !self.back_off(&mut backoff, error).await {
                         return false;
                     }

@@ -166,16 +166,59 @@ pub struct Batch {
     pub items: Vec<Item>,
 }
 
-/// Why a target could not apply something.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// The error a target's system gave, kept as the cause of a [`TargetError`].
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a target could not apply something. `message` is what `remix target list` shows (with the
+/// system's own words); `source`, when there is one, is the system's error itself.
+#[derive(Debug, thiserror::Error)]
 pub enum TargetError {
     /// Worth retrying as is (connection lost, timeout, 429/5xx, deadlock): retried with backoff forever.
-    #[error("{0}")]
-    Transient(String),
+    #[error("{message}")]
+    Transient {
+        message: String,
+        #[source]
+        source: Option<Cause>,
+    },
     /// Will fail again (constraint violation, 4xx, type mismatch): handled by `on_error`. `item` is the
     /// index in the batch of the item at fault, when the target can tell.
     #[error("{message}")]
-    Permanent { item: Option<usize>, message: String },
+    Permanent {
+        item: Option<usize>,
+        message: String,
+        #[source]
+        source: Option<Cause>,
+    },
+}
+
+impl TargetError {
+    pub fn transient(message: impl Into<String>) -> TargetError {
+        TargetError::Transient { message: message.into(), source: None }
+    }
+
+    pub fn permanent(item: Option<usize>, message: impl Into<String>) -> TargetError {
+        TargetError::Permanent { item, message: message.into(), source: None }
+    }
+
+    /// The same error, caused by `cause`.
+    pub fn caused_by(mut self, cause: impl std::error::Error + Send + Sync + 'static) -> TargetError {
+        match &mut self {
+            TargetError::Transient { source, .. } | TargetError::Permanent { source, .. } => {
+                *source = Some(Box::new(cause))
+            }
+        }
+        self
+    }
+
+    pub fn is_transient(&self) -> bool {
+        matches!(self, TargetError::Transient { .. })
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            TargetError::Transient { message, .. } | TargetError::Permanent { message, .. } => message,
+        }
+    }
 }
 
 /// How a target stays exactly once (or as close as its system allows) across crashes and rewinds:
@@ -240,7 +283,7 @@ pub async fn blocking_io<T: Send + 'static>(
 ) -> Result<T, TargetError> {
     match tokio::task::spawn_blocking(work).await {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(TargetError::Transient(format!("{what}: {e}"))),
-        Err(e) => Err(TargetError::Transient(format!("{what}: the file task failed: {e}"))),
+        Ok(Err(e)) => Err(TargetError::transient(format!("{what}: {e}")).caused_by(e)),
+        Err(e) => Err(TargetError::transient(format!("{what}: the file task failed: {e}"))),
     }
 }
