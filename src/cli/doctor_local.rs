@@ -10,7 +10,7 @@ pub(super) async fn check(config: &Config, report: &mut Report) {
     if let Err(e) = writable(&config.data_dir) {
         let fix =
             format!("create {} and give the user running remix write access", config.data_dir.display());
-        report.add(subject, "writable", Status::Fail, e, Some(fix));
+        report.add(subject, "writable", Status::Fail, e.0, Some(fix));
         return;
     }
     report.ok(subject, "writable", config.data_dir.display().to_string());

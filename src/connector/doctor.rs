@@ -56,15 +56,20 @@ impl Report {
     }
 }
 
+/// A directory the node cannot write in.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotWritable(pub String);
+
 /// Creates `dir` if needed, then writes, syncs and removes a file in it.
-pub fn writable(dir: &std::path::Path) -> Result<(), String> {
+pub fn writable(dir: &std::path::Path) -> Result<(), NotWritable> {
     use std::io::Write;
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(|e| NotWritable(format!("cannot create {}: {e}", dir.display())))?;
     let probe = dir.join(format!(".remix-doctor-{}", std::process::id()));
     let written =
         std::fs::File::create(&probe).and_then(|mut f| f.write_all(b"probe").and_then(|()| f.sync_all()));
     let removed = std::fs::remove_file(&probe);
-    written.and(removed).map_err(|e| format!("cannot write in {}: {e}", dir.display()))
+    written.and(removed).map_err(|e| NotWritable(format!("cannot write in {}: {e}", dir.display())))
 }
 
 #[cfg(test)]
@@ -77,6 +82,6 @@ mod tests {
         assert!(writable(dir.path()).is_ok());
         std::fs::write(dir.path().join("file"), b"x").unwrap();
         let error = writable(&dir.path().join("file/sub")).unwrap_err();
-        assert!(error.starts_with("cannot create"), "{error}");
+        assert!(error.0.starts_with("cannot create"), "{error}");
     }
 }

@@ -143,7 +143,13 @@ pub struct SourceStart {
 }
 
 /// A catch-up on demand (`remix source catch-up NAME`): its report as JSON.
-pub type CatchUp = Arc<dyn Fn() -> BoxFuture<'static, Result<serde_json::Value, String>> + Send + Sync>;
+pub type CatchUp =
+    Arc<dyn Fn() -> BoxFuture<'static, Result<serde_json::Value, CatchUpFailed>> + Send + Sync>;
+
+/// Why a catch-up stopped (what it logged before stays logged).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CatchUpFailed(pub String);
 
 /// A started source.
 #[derive(Default)]

@@ -56,7 +56,7 @@ impl TargetSpec for JsonlTarget {
                     &subject,
                     "directory",
                     Status::Fail,
-                    e,
+                    e.0,
                     Some("fix the directory's permissions".into()),
                 ),
             }

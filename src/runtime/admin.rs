@@ -125,14 +125,15 @@ pub struct RewindRequest {
 }
 
 impl RewindRequest {
-    pub fn parse(&self) -> Result<RewindTo, String> {
+    pub fn parse(&self) -> Result<RewindTo, crate::config::InvalidValue> {
+        use crate::config::InvalidValue;
         match (self.to_offset, &self.to_time, self.to_start) {
             (Some(offset), None, false) => Ok(RewindTo::Offset(offset)),
             (None, Some(time), false) => crate::time::parse_rfc3339(time)
                 .map(|ms| RewindTo::Time(ms.max(0) as u64))
-                .map_err(|e| format!("to_time: {e}")),
+                .map_err(|e| InvalidValue(format!("to_time: {e}"))),
             (None, None, true) => Ok(RewindTo::Start),
-            _ => Err("give exactly one of to_offset, to_time, to_start".into()),
+            _ => Err(InvalidValue("give exactly one of to_offset, to_time, to_start".into())),
         }
     }
 }

@@ -6,8 +6,8 @@ use crate::config::section::{
 };
 use crate::config::{Config, InputBinding, RateLimit, TargetCommon};
 use crate::connector::{
-    CatchUp, Input, Served, Source, SourceKind, SourceSpec, SourceStart, StartError, Started, TargetKind,
-    TargetSpec, TargetStart,
+    CatchUp, CatchUpFailed, Input, Served, Source, SourceKind, SourceSpec, SourceStart, StartError, Started,
+    TargetKind, TargetSpec, TargetStart,
 };
 use crate::mapping::Mapping;
 use crate::runtime::delivery::worker;
@@ -188,8 +188,8 @@ impl Source for Built {
         let catch_up: CatchUp = Arc::new(move || {
             let handle = catch_up_handle.clone();
             Box::pin(async move {
-                let report = handle.catch_up().await.map_err(|e| crate::error_chain(&e))?;
-                serde_json::to_value(report).map_err(|e| e.to_string())
+                let report = handle.catch_up().await.map_err(|e| CatchUpFailed(crate::error_chain(&e)))?;
+                Ok(serde_json::to_value(report).expect("a report serializes"))
             })
         });
         let at_start = handle.clone();

@@ -1,7 +1,7 @@
 //! A worker's control: commands (pause, resume, rewind) and waits that a command or shutdown ends,
 //! the persisted control state, and the cursor.
 
-use super::handle::{Command, RewindTo, RunState};
+use super::handle::{Command, RewindError, RewindTo, RunState};
 use super::worker::{Woken, Worker};
 use super::Target;
 use crate::runtime::state::{load_control, store_control, StateError};
@@ -61,22 +61,20 @@ impl<T: Target> Worker<T> {
         }
     }
 
-    pub(super) async fn rewind(&mut self, to: RewindTo) -> Result<u64, String> {
+    pub(super) async fn rewind(&mut self, to: RewindTo) -> Result<u64, RewindError> {
         let engine = std::sync::Arc::clone(&self.context.engine);
         let offset = match to {
             RewindTo::Offset(offset) => offset.min(engine.durable_offset()),
             RewindTo::Start => engine.first_offset().saturating_sub(1),
-            RewindTo::Time(ms) => {
-                engine.offset_at_time(ms).await.map_err(|e| e.to_string())?.saturating_sub(1)
-            }
+            RewindTo::Time(ms) => engine.offset_at_time(ms).await?.saturating_sub(1),
         };
         let offset = offset.max(engine.first_offset().saturating_sub(1));
-        let effective = self.target.rewind(offset).await.map_err(|e| e.to_string())?;
-        self.store_cursor(effective).await.map_err(|e| e.to_string())?;
+        let effective = self.target.rewind(offset).await?;
+        self.store_cursor(effective).await?;
         let store = self.context.state.as_ref();
-        let mut control = load_control(store, self.name()).await.map_err(|e| e.to_string())?;
+        let mut control = load_control(store, self.name()).await?;
         if control.rewind_to.take().is_some() {
-            store_control(store, self.name(), &control).await.map_err(|e| e.to_string())?;
+            store_control(store, self.name(), &control).await?;
         }
         if self.shared.lock().unwrap_or_else(|e| e.into_inner()).state == RunState::Failed {
             self.set(if self.paused { RunState::Paused } else { RunState::Running }, None);

@@ -64,7 +64,7 @@ pub enum RewindTo {
 pub(super) enum Command {
     Pause(oneshot::Sender<()>),
     Resume(oneshot::Sender<()>),
-    Rewind(RewindTo, oneshot::Sender<Result<u64, String>>),
+    Rewind(RewindTo, oneshot::Sender<Result<u64, RewindError>>),
 }
 
 /// What the worker shares with its handle.
@@ -82,8 +82,19 @@ pub(super) struct Shared {
 pub enum ControlError {
     #[error("target '{0}' has stopped")]
     Stopped(String),
-    #[error("{0}")]
-    Refused(String),
+    #[error(transparent)]
+    Refused(#[from] RewindError),
+}
+
+/// Why a rewind was not done (the target and its cursor are as before).
+#[derive(Debug, thiserror::Error)]
+pub enum RewindError {
+    #[error(transparent)]
+    Log(#[from] crate::runtime::engine::EngineError),
+    #[error(transparent)]
+    Target(#[from] super::TargetError),
+    #[error(transparent)]
+    State(#[from] crate::runtime::state::StateError),
 }
 
 /// The node's handle on a running worker.

@@ -164,7 +164,7 @@ impl<T: Target> Worker<T> {
         self.paused = control.paused;
         if let Some(to) = control.rewind_to {
             if let Err(e) = self.rewind(super::handle::RewindTo::Offset(to)).await {
-                self.set(RunState::Failed, Some(e));
+                self.set(RunState::Failed, Some(crate::error_chain(&e)));
             }
         }
         if self.paused {

@@ -11,6 +11,7 @@ use super::indexes::{Claim, DlqEntry, IdempotencyKey};
 use super::remix_in::{remix_in, Origin, RemixOutcome};
 use super::superseded::{superseding, Pending, Since};
 use crate::record::{self, Change, DeadLetterResolved, Decoded, FieldError, Op};
+use crate::runtime::engine::EngineError;
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -79,7 +80,7 @@ pub async fn retry_many(ingest: &Ingest, ids: &[u64]) -> Vec<Result<Retried, Dlq
         }
         Err(e) => {
             for slot in slots {
-                results[slot] = Some(Err(DlqError::Other(e.clone())));
+                results[slot] = Some(Err(DlqError::Other(e.to_string())));
             }
         }
     }
@@ -105,18 +106,18 @@ async fn prepare(ingest: &Ingest, id: u64) -> Result<Result<(Change, Since), Vec
 type Ready = Vec<(usize, u64, Change, Since)>;
 
 /// [`superseding`] on a blocking thread; `ready` comes back with the answer.
-async fn check_superseded(ingest: &Ingest, ready: Ready) -> (Ready, Result<Vec<Option<u64>>, String>) {
+async fn check_superseded(ingest: &Ingest, ready: Ready) -> (Ready, Result<Vec<Option<u64>>, EngineError>) {
     let engine = Arc::clone(ingest.engine());
     let scan = move || {
         let pending: Vec<Pending<'_>> =
             ready.iter().map(|(_, id, change, since)| Pending { id: *id, change, since: *since }).collect();
-        let found = superseding(engine.as_ref(), &pending).map_err(|e| e.to_string());
+        let found = superseding(engine.as_ref(), &pending);
         (ready, found)
     };
     match tokio::task::spawn_blocking(scan).await {
         Ok(checked) => checked,
         // The scan panicked: nothing is logged, each entry reports it.
-        Err(e) => (Vec::new(), Err(e.to_string())),
+        Err(e) => (Vec::new(), Err(EngineError::Read(format!("the superseded scan failed: {e}")))),
     }
 }
 
