@@ -143,8 +143,8 @@ impl Model {
 
     /// Compiles a schema document held in memory.
     pub fn new(name: &str, schema: Value, key: &[String]) -> Result<Model, Vec<ModelError>> {
-        let properties = schema_properties(&schema).map_err(|m| vec![ModelError::Schema { message: m }])?;
-        let validator = compile(&schema).map_err(|m| vec![ModelError::Schema { message: m }])?;
+        let properties = schema_properties(&schema).map_err(|e| vec![e])?;
+        let validator = compile(&schema).map_err(|e| vec![e])?;
         let mut errors: Vec<ModelError> = key
             .iter()
             .enumerate()
@@ -292,36 +292,42 @@ fn escape_pointer(field: &str) -> String {
 }
 
 /// Checks the document's shape and returns the names under `properties`.
-fn schema_properties(schema: &Value) -> Result<BTreeSet<String>, String> {
+fn schema_properties(schema: &Value) -> Result<BTreeSet<String>, ModelError> {
     let Value::Object(root) = schema else {
-        return Err("a model schema must be a JSON object".into());
+        return Err(schema_error("a model schema must be a JSON object"));
     };
     match root.get("$schema") {
         None => {}
         Some(Value::String(s)) if s.trim_end_matches('#') == DRAFT_2020_12 => {}
         Some(other) => {
-            return Err(format!("$schema must be \"{DRAFT_2020_12}\" (draft 2020-12), got {other}"))
+            return Err(schema_error(format!(
+                "$schema must be \"{DRAFT_2020_12}\" (draft 2020-12), got {other}"
+            )))
         }
     }
     match root.get("type") {
         Some(Value::String(t)) if t == "object" => {}
-        _ => return Err("a model schema must have \"type\": \"object\"".into()),
+        _ => return Err(schema_error("a model schema must have \"type\": \"object\"")),
     }
     match root.get("properties") {
         Some(Value::Object(props)) => Ok(props.keys().cloned().collect()),
-        _ => Err("a model schema must have a \"properties\" object".into()),
+        _ => Err(schema_error("a model schema must have a \"properties\" object")),
     }
 }
 
-fn compile(schema: &Value) -> Result<jsonschema::Validator, String> {
+fn compile(schema: &Value) -> Result<jsonschema::Validator, ModelError> {
     jsonschema::draft202012::options().should_validate_formats(true).build(schema).map_err(|e| {
         let at = e.instance_path().as_str();
         if at.is_empty() {
-            e.to_string()
+            schema_error(e.to_string())
         } else {
-            format!("at {at}: {e}")
+            schema_error(format!("at {at}: {e}"))
         }
     })
+}
+
+fn schema_error(message: impl Into<String>) -> ModelError {
+    ModelError::Schema { message: message.into() }
 }
 
 #[cfg(test)]

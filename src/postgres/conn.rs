@@ -362,7 +362,7 @@ impl ReplicationConn {
             .ok_or_else(|| PgError::Protocol("CREATE_REPLICATION_SLOT returned no row".into()))?;
         let lsn =
             row.get(1).cloned().flatten().ok_or_else(|| PgError::Protocol("no consistent point".into()))?;
-        Ok((parse_lsn(&lsn).map_err(PgError::Protocol)?, row.get(2).cloned().flatten()))
+        Ok((parse_lsn(&lsn)?, row.get(2).cloned().flatten()))
     }
 
     /// Starts streaming from `start_lsn` (0: from the slot's confirmed position).
@@ -493,10 +493,11 @@ fn message_name(message: &Message) -> &'static str {
 }
 
 /// `X/Y` hexadecimal LSN text form.
-pub fn parse_lsn(text: &str) -> Result<u64, String> {
-    let (high, low) = text.split_once('/').ok_or_else(|| format!("invalid LSN '{text}'"))?;
-    let high = u32::from_str_radix(high, 16).map_err(|_| format!("invalid LSN '{text}'"))?;
-    let low = u32::from_str_radix(low, 16).map_err(|_| format!("invalid LSN '{text}'"))?;
+pub fn parse_lsn(text: &str) -> Result<u64, PgError> {
+    let invalid = || PgError::Protocol(format!("invalid LSN '{text}'"));
+    let (high, low) = text.split_once('/').ok_or_else(invalid)?;
+    let high = u32::from_str_radix(high, 16).map_err(|_| invalid())?;
+    let low = u32::from_str_radix(low, 16).map_err(|_| invalid())?;
     Ok((u64::from(high) << 32) | u64::from(low))
 }
 

@@ -59,6 +59,9 @@ pub enum SourceError {
     /// The server sent something this source cannot follow.
     #[error("{0}")]
     Protocol(String),
+    /// A value in a row that the type conversion refused (names the column and the text).
+    #[error(transparent)]
+    Value(#[from] super::types::TextError),
     /// The source's progress file does not parse.
     #[error("progress of source {source_name}: {message}")]
     Progress { source_name: String, message: String },

@@ -328,15 +328,12 @@ impl<'a> Streamer<'a> {
         let relation = &bound.relation;
         let mut changes = Vec::new();
         let old_row = match &old {
-            Some((_, tuple)) => {
-                Some(types::tuple_to_object(relation, tuple).map_err(SourceError::Protocol)?.0)
-            }
+            Some((_, tuple)) => Some(types::tuple_to_object(relation, tuple)?.0),
             None => None,
         };
         match (op, new) {
             (Op::Upsert, Some(tuple)) => {
-                let (row, unchanged) =
-                    types::tuple_to_object(relation, &tuple).map_err(SourceError::Protocol)?;
+                let (row, unchanged) = types::tuple_to_object(relation, &tuple)?;
                 if let (Some((OldKind::Key, _)), Some(old_row)) = (&old, old_row) {
                     // The key changed: the old key goes first.
                     changes.push(self.source.remix(

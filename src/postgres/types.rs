@@ -130,12 +130,18 @@ pub fn builtin_type_oid(namespace: &str, name: &str) -> Option<u32> {
     })
 }
 
+/// A value PostgreSQL sent in a form this module cannot convert; the message names the type, the text
+/// and, inside arrays and rows, the element or column.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TextError(pub String);
+
 /// Converts one value in PostgreSQL's text output form to its documented JSON form (see the module docs).
-pub fn text_to_json(type_oid: u32, text: &str) -> Result<Value, String> {
+pub fn text_to_json(type_oid: u32, text: &str) -> Result<Value, TextError> {
     if let Some(element) = array_element_type(type_oid) {
         return array(element, text);
     }
-    let bad = |what: &str| format!("invalid {what} text {text:?}");
+    let bad = |what: &str| TextError(format!("invalid {what} text {text:?}"));
     Ok(match type_oid {
         BOOL => match text {
             "t" => Value::Bool(true),
@@ -163,7 +169,9 @@ pub fn text_to_json(type_oid: u32, text: &str) -> Result<Value, String> {
         TIMESTAMPTZ => {
             Value::String(timestamp(text, true).ok_or_else(|| bad("timestamptz (DateStyle must be ISO)"))?)
         }
-        JSON | JSONB => serde_json::from_str(text).map_err(|e| format!("invalid json text: {e}"))?,
+        JSON | JSONB => {
+            serde_json::from_str(text).map_err(|e| TextError(format!("invalid json text: {e}")))?
+        }
         BYTEA => Value::String(base64(&bytea(text).ok_or_else(|| bad("bytea"))?)),
         // numeric (exact decimal text), text-like types, uuid, time, timetz, interval, unknown types.
         _ => Value::String(text.to_owned()),
@@ -175,15 +183,15 @@ pub fn text_to_json(type_oid: u32, text: &str) -> Result<Value, String> {
 pub fn tuple_to_object(
     relation: &Relation,
     tuple: &Tuple,
-) -> Result<(Map<String, Value>, Vec<String>), String> {
+) -> Result<(Map<String, Value>, Vec<String>), TextError> {
     if tuple.0.len() != relation.columns.len() {
-        return Err(format!(
+        return Err(TextError(format!(
             "tuple has {} values but relation {}.{} has {} columns",
             tuple.0.len(),
             relation.namespace,
             relation.name,
             relation.columns.len()
-        ));
+        )));
     }
     let mut object = Map::new();
     let mut unchanged = Vec::new();
@@ -194,14 +202,15 @@ pub fn tuple_to_object(
             }
             TupleValue::Unchanged => unchanged.push(column.name.clone()),
             TupleValue::Text(bytes) => {
-                let text = std::str::from_utf8(bytes)
-                    .map_err(|_| format!("column {:?}: text value is not valid UTF-8", column.name))?;
+                let text = std::str::from_utf8(bytes).map_err(|_| {
+                    TextError(format!("column {:?}: text value is not valid UTF-8", column.name))
+                })?;
                 let json = text_to_json(column.type_oid, text)
-                    .map_err(|e| format!("column {:?}: {e}", column.name))?;
+                    .map_err(|e| TextError(format!("column {:?}: {e}", column.name)))?;
                 object.insert(column.name.clone(), json);
             }
             TupleValue::Binary(_) => {
-                return Err(format!("column {:?}: binary tuple data not requested", column.name));
+                return Err(TextError(format!("column {:?}: binary tuple data not requested", column.name)));
             }
         }
     }
@@ -351,7 +360,7 @@ pub fn base64(bytes: &[u8]) -> String {
 
 /// Parses an array literal (`{1,2,NULL}`, `{"a b","c\"d"}`, `{{1,2},{3,4}}`, `[0:1]={1,2}`) and converts
 /// its elements by `element` type.
-fn array(element: u32, text: &str) -> Result<Value, String> {
+fn array(element: u32, text: &str) -> Result<Value, TextError> {
     let mut p = ArrayParser { b: text.as_bytes(), pos: 0, element, index: 0 };
     p.skip_ws();
     if p.peek() == Some(b'[') {
@@ -391,11 +400,11 @@ impl ArrayParser<'_> {
         }
     }
 
-    fn error(&self, what: &str) -> String {
-        format!("invalid array literal: {what} at byte {}", self.pos)
+    fn error(&self, what: &str) -> TextError {
+        TextError(format!("invalid array literal: {what} at byte {}", self.pos))
     }
 
-    fn array(&mut self, depth: usize) -> Result<Value, String> {
+    fn array(&mut self, depth: usize) -> Result<Value, TextError> {
         if depth > MAX_ARRAY_DIMS {
             return Err(self.error("too many dimensions"));
         }
@@ -435,13 +444,13 @@ impl ArrayParser<'_> {
         }
     }
 
-    fn convert(&mut self, text: &str) -> Result<Value, String> {
+    fn convert(&mut self, text: &str) -> Result<Value, TextError> {
         self.index += 1;
-        text_to_json(self.element, text).map_err(|e| format!("array element {}: {e}", self.index))
+        text_to_json(self.element, text).map_err(|e| TextError(format!("array element {}: {e}", self.index)))
     }
 
     /// A double-quoted element, the opening quote at `pos`; backslash escapes the next byte.
-    fn quoted(&mut self) -> Result<String, String> {
+    fn quoted(&mut self) -> Result<String, TextError> {
         self.pos += 1;
         let mut out = Vec::new();
         loop {
@@ -466,7 +475,7 @@ impl ArrayParser<'_> {
     }
 
     /// An unquoted element up to ',' or '}' (trailing whitespace dropped); `None` for `NULL`.
-    fn unquoted(&mut self) -> Result<Option<String>, String> {
+    fn unquoted(&mut self) -> Result<Option<String>, TextError> {
         let mut out = Vec::new();
         let mut kept = 0; // length without trailing unescaped whitespace
         let mut escaped = false;

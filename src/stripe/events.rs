@@ -21,24 +21,38 @@ pub struct Event {
     pub object_type: String,
 }
 
+/// Why a body is not a Stripe event Remix can use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    #[error("the event is not a JSON object")]
+    NotObject,
+    #[error("the event has no '{0}' string")]
+    MissingText(&'static str),
+    #[error("the event has no integer 'created'")]
+    MissingCreated,
+    #[error("the event has no 'data.object' object")]
+    MissingObject,
+    #[error("the event's data.object has no 'object' type")]
+    MissingObjectType,
+}
+
 impl Event {
-    pub fn parse(value: &Value) -> Result<Event, String> {
-        let Value::Object(event) = value else { return Err("the event is not a JSON object".into()) };
-        let text = |name: &str| match event.get(name) {
+    pub fn parse(value: &Value) -> Result<Event, EventError> {
+        let Value::Object(event) = value else { return Err(EventError::NotObject) };
+        let text = |name: &'static str| match event.get(name) {
             Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-            _ => Err(format!("the event has no '{name}' string")),
+            _ => Err(EventError::MissingText(name)),
         };
         let id = text("id")?;
         let kind = text("type")?;
-        let created =
-            event.get("created").and_then(Value::as_i64).ok_or("the event has no integer 'created'")?;
+        let created = event.get("created").and_then(Value::as_i64).ok_or(EventError::MissingCreated)?;
         let object = match event.get("data").and_then(|d| d.get("object")) {
             Some(object @ Value::Object(_)) => object.clone(),
-            _ => return Err("the event has no 'data.object' object".into()),
+            _ => return Err(EventError::MissingObject),
         };
         let object_type = match object.get("object") {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            _ => return Err("the event's data.object has no 'object' type".into()),
+            _ => return Err(EventError::MissingObjectType),
         };
         Ok(Event { id, kind, created, object, object_type })
     }
@@ -119,7 +133,7 @@ mod tests {
         assert!(Event::parse(&json!([1])).is_err());
         assert!(Event::parse(&json!({"id": "evt_1", "type": "x", "created": 1})).is_err());
         let no_type = event("customer.updated", json!({"id": "cus_1"}));
-        assert!(Event::parse(&no_type).unwrap_err().contains("'object' type"));
+        assert!(Event::parse(&no_type).unwrap_err().to_string().contains("'object' type"));
         let mut bad = event("customer.updated", json!({"object": "customer"}));
         bad["created"] = json!("yesterday");
         assert!(Event::parse(&bad).is_err());

@@ -245,7 +245,7 @@ impl StripeHandle {
         };
         let event = match Event::parse(&value) {
             Ok(event) => event,
-            Err(message) => return error(StatusCode::BAD_REQUEST, message),
+            Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
         };
         match self.process(&event).await {
             Ok(outcome) => {

@@ -48,6 +48,17 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+
+/// Why an item's key cannot name a Stripe object (a permanent error of that item).
+#[derive(Debug, thiserror::Error)]
+enum KeyError {
+    #[error("the item has no key")]
+    NoKey,
+    #[error("the key {key} has no field '{field}'")]
+    NoField { key: String, field: String },
+    #[error("the key field '{field}' is null")]
+    Null { field: String },
+}
 use std::time::Duration;
 
 /// The rate limit when none is configured: Stripe's test-mode limit.
@@ -166,16 +177,18 @@ impl StripeTarget {
     }
 
     /// The key value of `item` for `model`, as text, and as the JSON value to send.
-    fn key_of(&self, item: &Item, model: &ModelOut) -> Result<(String, Value), String> {
-        let key = item.key.as_object().ok_or("the item has no key")?;
+    fn key_of(&self, item: &Item, model: &ModelOut) -> Result<(String, Value), KeyError> {
+        let key = item.key.as_object().ok_or(KeyError::NoKey)?;
         let value = match key.get(&model.key_field) {
             Some(value) => value,
             None if key.len() == 1 => key.values().next().expect("one"),
-            None => return Err(format!("the key {} has no field '{}'", item.key, model.key_field)),
+            None => {
+                return Err(KeyError::NoField { key: item.key.to_string(), field: model.key_field.clone() })
+            }
         };
         let text = match value {
             Value::String(s) => s.clone(),
-            Value::Null => return Err(format!("the key field '{}' is null", model.key_field)),
+            Value::Null => return Err(KeyError::Null { field: model.key_field.clone() }),
             other => other.to_string(),
         };
         Ok((text, value.clone()))
@@ -237,7 +250,7 @@ impl StripeTarget {
             .get(&item.model)
             .cloned()
             .ok_or_else(|| permanent(format!("no output for model '{}'", item.model)))?;
-        let (value, json) = self.key_of(item, &model).map_err(permanent)?;
+        let (value, json) = self.key_of(item, &model).map_err(|e| permanent(e.to_string()))?;
         let key = format!("{} {value}", item.model);
         let by_id = model.key_field == "id";
         let known = if recreate {

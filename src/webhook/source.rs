@@ -130,7 +130,7 @@ impl Route {
         }
         let objects = match parse_body(&body) {
             Ok(objects) => objects,
-            Err(message) => return error(StatusCode::BAD_REQUEST, message, None),
+            Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string(), None),
         };
         let header_op = match headers.get("x-remix-op").map(|v| v.to_str().unwrap_or("")) {
             None | Some("upsert") => Op::Upsert,
@@ -380,16 +380,27 @@ impl Route {
     }
 }
 
+/// Why a body is not one object or an array of objects (a 400).
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    #[error("malformed JSON: {0}")]
+    Malformed(#[from] serde_json::Error),
+    #[error("expected a JSON object or an array of objects, got {0}")]
+    NotObjects(&'static str),
+    #[error("element {index} is {kind}, not an object")]
+    NotAnObject { index: usize, kind: &'static str },
+}
+
 /// One object or an array of objects.
-fn parse_body(body: &[u8]) -> Result<Vec<Value>, String> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| format!("malformed JSON: {e}"))?;
+fn parse_body(body: &[u8]) -> Result<Vec<Value>, BodyError> {
+    let value: Value = serde_json::from_slice(body)?;
     let objects = match value {
         Value::Array(items) => items,
         object @ Value::Object(_) => vec![object],
-        other => return Err(format!("expected a JSON object or an array of objects, got {}", kind(&other))),
+        other => return Err(BodyError::NotObjects(kind(&other))),
     };
-    if let Some(i) = objects.iter().position(|o| !o.is_object()) {
-        return Err(format!("element {i} is {}, not an object", kind(&objects[i])));
+    if let Some(index) = objects.iter().position(|o| !o.is_object()) {
+        return Err(BodyError::NotAnObject { index, kind: kind(&objects[index]) });
     }
     Ok(objects)
 }

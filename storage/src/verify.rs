@@ -3,8 +3,8 @@
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::{
-    parse_file_name, FileKind, SegmentHeader, SegmentIndex, Slot, CURSOR_MAGIC, SEGMENT_HEADER_BYTES,
-    START_MAGIC,
+    parse_file_name, DecodeError, FileKind, SegmentHeader, SegmentIndex, Slot, CURSOR_MAGIC,
+    SEGMENT_HEADER_BYTES, START_MAGIC,
 };
 use crate::fs::{read_exact_at, read_file, write_file_atomic, Fs, OpenMode};
 use crate::recovery::{judge_tail, Tail};
@@ -247,7 +247,7 @@ fn check_index(fs: &dyn Fs, check: &SegmentCheck, report: &mut VerifyReport) {
 /// Reads every cursor file: `(path, value or why it is unreadable)`. Read before the segments are
 /// scanned, so that beside a running node a cursor is compared with a log at least as long as the
 /// one it was checked against when stored.
-fn read_cursors(fs: &dyn Fs, paths: &Paths) -> Result<Vec<(PathBuf, Result<u64, String>)>> {
+fn read_cursors(fs: &dyn Fs, paths: &Paths) -> Result<Vec<(PathBuf, Result<u64, DecodeError>)>> {
     let names = match fs.read_dir(&paths.cursors_dir) {
         Ok(names) => names,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -257,14 +257,17 @@ fn read_cursors(fs: &dyn Fs, paths: &Paths) -> Result<Vec<(PathBuf, Result<u64, 
     for name in names.iter().filter(|n| n.ends_with(".cursor")) {
         let path = paths.cursors_dir.join(name);
         let bytes = read_file(fs, &path).at(&path)?;
-        let value =
-            Slot::decode_file(&bytes, &CURSOR_MAGIC).map(|slot| slot.value).map_err(|e| e.to_string());
+        let value = Slot::decode_file(&bytes, &CURSOR_MAGIC).map(|slot| slot.value);
         cursors.push((path, value));
     }
     Ok(cursors)
 }
 
-fn check_cursors(cursors: Vec<(PathBuf, Result<u64, String>)>, last_offset: u64, report: &mut VerifyReport) {
+fn check_cursors(
+    cursors: Vec<(PathBuf, Result<u64, DecodeError>)>,
+    last_offset: u64,
+    report: &mut VerifyReport,
+) {
     for (path, value) in cursors {
         match value {
             Err(e) => report.problems.push(Problem {

@@ -8,7 +8,7 @@
 //! - The log (`remix_storage`) is reached only by the runtime's engine, state store and opening
 //!   (`runtime/engine.rs`, `runtime/state/file.rs`, `runtime/open.rs`), the CLI's log commands, and
 //!   `util` (the temp-file naming) and config (the format's segment limits); never by a connector.
-//! - `anyhow` only in `main.rs` and `cli/`.
+//! - `anyhow` only in `main.rs` and `cli/`; below them no `Result<_, String>` (typed errors).
 
 use std::path::{Path, PathBuf};
 
@@ -116,6 +116,52 @@ fn anyhow_is_only_at_the_edge() {
         }
     }
     assert!(violations.is_empty(), "anyhow below the binary's edge: {}", violations.join(", "));
+}
+
+/// `Result<T, String>` (with `T` of any nesting), written in the code of `text`.
+fn string_error_results(text: &str) -> usize {
+    let mut count = 0;
+    for (start, _) in text.match_indices("Result<") {
+        let mut depth = 0usize;
+        let mut last_comma = None;
+        for (i, c) in text[start + "Result".len()..].char_indices() {
+            match c {
+                '<' | '(' | '[' => depth += 1,
+                '>' | ')' | ']' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        let end = start + "Result".len() + i;
+                        if last_comma.is_some_and(|comma| text[comma + 1..end].trim() == "String") {
+                            count += 1;
+                        }
+                        break;
+                    }
+                }
+                ',' if depth == 1 => last_comma = Some(start + "Result".len() + i),
+                _ => {}
+            }
+        }
+    }
+    count
+}
+
+#[test]
+fn errors_below_the_edge_are_typed() {
+    assert_eq!(string_error_results("fn f() -> Result<(Vec<u8>, Map<String, Value>), String> {"), 1);
+    assert_eq!(string_error_results("fn f() -> Result<String, Error> {"), 0);
+    let mut violations = Vec::new();
+    for root in [src(), Path::new(env!("CARGO_MANIFEST_DIR")).join("storage/src")] {
+        for (path, code) in sources(&root) {
+            let relative = path.strip_prefix(&root).unwrap().to_string_lossy().into_owned();
+            if relative.starts_with("cli/") || relative == "main.rs" {
+                continue;
+            }
+            if string_error_results(&code) > 0 {
+                violations.push(path.display().to_string());
+            }
+        }
+    }
+    assert!(violations.is_empty(), "Result<_, String> below the CLI: {}", violations.join(", "));
 }
 
 #[test]

@@ -191,7 +191,7 @@ impl PostgresTarget {
         for (model_name, output) in &config.models {
             let model =
                 models.get(model_name).ok_or_else(|| refuse(format!("unknown model '{model_name}'")))?;
-            let plan = schema::plan(model, output).map_err(refuse)?;
+            let plan = schema::plan(model, output).map_err(|e| refuse(e.to_string()))?;
             plans.insert(model_name.clone(), plan);
         }
         Ok(PostgresTarget {
@@ -657,8 +657,8 @@ pub async fn verify(
         let Some(model) = models.get(model_name) else { continue };
         let plan = match schema::plan(model, output) {
             Ok(plan) => plan,
-            Err(message) => {
-                out.push((table, schema::Problem { message, fix: None }));
+            Err(e) => {
+                out.push((table, schema::Problem { message: e.to_string(), fix: None }));
                 continue;
             }
         };

@@ -100,8 +100,15 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// Why a model cannot be written through a table output.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("model '{model}': key field '{field}' is not mapped to a column of {table} (map it, e.g. `{field}: {field}`)")]
+    KeyNotMapped { model: String, field: String, table: String },
+}
+
 /// Derives the table plan of `model` written through `output`.
-pub fn plan(model: &Model, output: &crate::postgres::config::TableOutput) -> Result<TablePlan, String> {
+pub fn plan(model: &Model, output: &crate::postgres::config::TableOutput) -> Result<TablePlan, PlanError> {
     let required: BTreeSet<&str> = model.required().into_iter().collect();
     let key_fields = model.key_fields();
     let mut columns = Vec::new();
@@ -142,13 +149,11 @@ pub fn plan(model: &Model, output: &crate::postgres::config::TableOutput) -> Res
         match column {
             Some(column) => keys.push(column),
             None => {
-                return Err(format!(
-                    "model '{}': key field '{field}' is not mapped to a column of {}.{} (map it, e.g. \
-                     `{field}: {field}`)",
-                    model.name(),
-                    output.schema,
-                    output.table
-                ))
+                return Err(PlanError::KeyNotMapped {
+                    model: model.name().to_owned(),
+                    field: field.clone(),
+                    table: format!("{}.{}", output.schema, output.table),
+                })
             }
         }
     }
@@ -572,7 +577,7 @@ mod tests {
 
     #[test]
     fn an_unmapped_key_is_refused() {
-        let error = plan(&model(), &output(json!({"mail": "email"}))).unwrap_err();
+        let error = plan(&model(), &output(json!({"mail": "email"}))).unwrap_err().to_string();
         assert!(error.contains("key field 'id' is not mapped"), "{error}");
     }
 

@@ -183,13 +183,13 @@ fn tuple_to_object_omits_and_lists_unchanged_values() {
 #[test]
 fn tuple_to_object_errors() {
     let r = relation(&[("id", INT4)]);
-    let err = |values| tuple_to_object(&r, &Tuple(values)).unwrap_err();
+    let err = |values| tuple_to_object(&r, &Tuple(values)).unwrap_err().0;
     assert_eq!(err(vec![TupleValue::Binary(vec![0])]), "column \"id\": binary tuple data not requested");
     assert_eq!(err(vec![]), "tuple has 0 values but relation public.t has 1 columns");
     assert_eq!(err(vec![TupleValue::Text(b"x".to_vec())]), "column \"id\": invalid integer text \"x\"");
     let r = relation(&[("s", TEXT)]);
     assert_eq!(
-        tuple_to_object(&r, &Tuple(vec![TupleValue::Text(vec![0xff])])).unwrap_err(),
+        tuple_to_object(&r, &Tuple(vec![TupleValue::Text(vec![0xff])])).unwrap_err().0,
         "column \"s\": text value is not valid UTF-8"
     );
 }
@@ -214,7 +214,7 @@ fn scalars() {
     assert_eq!(conv(NUMERIC, "Infinity"), json!("Infinity"));
     assert_eq!(conv(INTERVAL, "P1DT2H"), json!("P1DT2H"));
     assert_eq!(conv(JSON, r#"{"a":[1,{"b":null}]}"#), json!({"a": [1, {"b": null}]}));
-    assert!(text_to_json(JSONB, "{").unwrap_err().starts_with("invalid json text"));
+    assert!(text_to_json(JSONB, "{").unwrap_err().0.starts_with("invalid json text"));
     assert_eq!(conv(123_456, "some enum label"), json!("some enum label"), "unknown OID → text");
     assert_eq!(conv(DATE, "0044-03-15 BC"), json!("0044-03-15 BC"));
     assert_eq!(conv(DATE, "12345-01-02"), json!("12345-01-02"));
@@ -318,7 +318,7 @@ fn array_literals() {
     ] {
         assert!(text_to_json(oid, bad).is_err(), "{oid} {bad:?}");
     }
-    assert_eq!(text_to_json(1000, "{t,x}").unwrap_err(), "array element 2: invalid bool text \"x\"");
+    assert_eq!(text_to_json(1000, "{t,x}").unwrap_err().0, "array element 2: invalid bool text \"x\"");
     assert_eq!(conv(1007, "{{{{{{1}}}}}}"), json!([[[[[[1]]]]]]), "six dimensions is PostgreSQL's limit");
 }
 
