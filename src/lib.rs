@@ -14,6 +14,8 @@ pub mod time;
 pub mod util;
 
 // Connectors: one folder per system, each behind its cargo feature (the webhook source is always in).
+#[cfg(feature = "blackhole")]
+pub mod blackhole;
 #[cfg(feature = "http")]
 pub mod http;
 #[cfg(feature = "jsonl")]

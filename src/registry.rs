@@ -23,6 +23,8 @@ pub static TARGETS: &[&TargetKind] = &[
     &crate::postgres::config::TARGET,
     #[cfg(feature = "stripe")]
     &crate::stripe::config::TARGET,
+    #[cfg(feature = "blackhole")]
+    &crate::blackhole::config::KIND,
 ];
 
 pub fn source_kind(kind: &str) -> Option<&'static SourceKind> {
