@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run calls this). Installs what the tests need on a fresh
-# Debian machine, then: format check, clippy, every test (release profile, shared with the contract
-# smoke test's build), and the CLI/config contract in ../shared/contract/smoke.sh when present.
+# Debian machine (and the connector tests' servers, scripts/test-servers.sh), then: format check,
+# clippy, every test (release profile, shared with the contract smoke test's build), the lean
+# jsonl-only binary on the default config, and the CLI/config contract in ../shared/contract/smoke.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,12 +23,18 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+echo "== test servers (once per machine, cached; scripts/test-servers.md)"
+scripts/test-servers.sh --no-tansu
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --release -q -- -D warnings
 echo "== cargo test"
 cargo test --workspace --release
+echo "== lean binary (--no-default-features --features jsonl) runs the default config"
+cargo build --release -q --no-default-features --features jsonl --target-dir target/lean
+scripts/lean-smoke.sh target/lean/release/remix
 if [ -x ../shared/contract/smoke.sh ]; then
   echo "== contract smoke test"
   ../shared/contract/smoke.sh

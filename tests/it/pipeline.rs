@@ -411,3 +411,23 @@ fn idempotency_keys_are_scoped_by_model_and_survive_a_restart() {
     assert_eq!(node.log_stat()["records"], 4, "nothing was logged twice");
     node.stop();
 }
+
+#[test]
+fn a_blackhole_target_reads_remixes_and_drops_everything() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = example_config("webhook-to-jsonl.yaml")
+        .replace("kind: jsonl\n    dir: \"${REMIX_DATASET_DIR:-./datasets}\"", "kind: blackhole");
+    assert!(config.contains("kind: blackhole"), "the example's jsonl target moved: {config}");
+    let mut node = Node::new(tmp.path(), &config, &[]);
+    node.start();
+    let customers: Vec<Value> =
+        (1..=300).map(|id| json!({"id": id, "contact": {"email": format!("c{id}@example.com")}})).collect();
+    let response = node.post("/customers", &[], &json!(customers)).expect("POST");
+    assert_eq!(response.status, 200, "{}", response.text());
+    let target = node.wait_caught_up("dataset");
+    assert_eq!(target["kind"], "blackhole");
+    assert_eq!(node.log_stat()["records"], 300);
+    assert_eq!(target["cursor"], node.log_stat()["last_offset"], "{target}");
+    assert!(!node.dataset_dir.exists(), "a blackhole writes nothing");
+    node.stop();
+}
