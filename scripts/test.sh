@@ -32,11 +32,15 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --release -q -- -D warnings
 echo "== cargo test"
 cargo test --workspace --release
-echo "== lean binary (--no-default-features --features jsonl) runs the default config"
-cargo build --release -q --no-default-features --features jsonl --target-dir target/lean
-scripts/lean-smoke.sh target/lean/release/remix
 if [ -x ../shared/contract/smoke.sh ]; then
   echo "== contract smoke test"
   ../shared/contract/smoke.sh
 fi
+echo "== lean binary (--no-default-features --features jsonl) runs the default config"
+# Same target dir (dependencies built with the same features are shared), then the full binary is
+# put back in target/release.
+cargo build --release -q --no-default-features --features jsonl --bin remix
+cp target/release/remix target/remix-lean
+scripts/lean-smoke.sh target/remix-lean
+cargo build --release -q --bin remix
 echo "all checks passed"

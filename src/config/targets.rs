@@ -94,8 +94,8 @@ fn rate_limit(cx: &mut Cx<'_>, v: &Value, p: &KeyPath) -> Option<RateLimit> {
 
 fn batch(cx: &mut Cx<'_>, v: Option<&Value>, p: &KeyPath) -> BatchConfig {
     let raw: RawBatch = v.and_then(|v| section(cx, v, p)).unwrap_or_default();
-    let records_max = raw.records_max.unwrap_or(DEFAULT_BATCH_RECORDS_MAX as u64);
-    if !(1..=RECORDS_MAX_LIMIT).contains(&records_max) {
+    let records_max = raw.records_max;
+    if let Some(records_max) = records_max.filter(|n| !(1..=RECORDS_MAX_LIMIT).contains(n)) {
         cx.err(
             &p.key("records_max"),
             format!("must be between 1 and {RECORDS_MAX_LIMIT}, got {records_max}"),
@@ -105,5 +105,5 @@ fn batch(cx: &mut Cx<'_>, v: Option<&Value>, p: &KeyPath) -> BatchConfig {
     if linger_ms > LINGER_MS_LIMIT {
         cx.err(&p.key("linger_ms"), format!("must be at most {LINGER_MS_LIMIT}, got {linger_ms}"));
     }
-    BatchConfig { records_max: records_max as usize, linger: Duration::from_millis(linger_ms) }
+    BatchConfig { records_max: records_max.map(|n| n as usize), linger: Duration::from_millis(linger_ms) }
 }

@@ -119,7 +119,7 @@ fn full_config_is_typed() {
     assert!(wh.create_tables);
     let Some(ds) = &c.targets[1].downcast::<crate::jsonl::config::JsonlTarget>() else { panic!() };
     assert!(ds.models["customer"].mapping.is_identity());
-    assert_eq!(ds.common.batch, BatchConfig { records_max: 500, linger: Duration::from_millis(50) });
+    assert_eq!(ds.common.batch, BatchConfig { records_max: None, linger: Duration::from_millis(50) });
     assert_eq!((ds.common.on_error, ds.common.truncate), (OnError::Pause, TruncatePolicy::Apply));
     let Some(crm) = &c.targets[2].downcast::<crate::http::config::HttpTarget>() else { panic!() };
     assert_eq!((crm.timeout, crm.common.on_error), (Duration::from_secs(30), OnError::DeadLetter));

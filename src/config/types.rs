@@ -14,7 +14,6 @@ pub const DEFAULT_SEGMENT_BYTES: u64 = 128 << 20;
 /// The smallest and largest `log.segment_bytes` the log's format allows.
 pub const MIN_SEGMENT_BYTES: u64 = remix_storage::format::SEGMENT_BYTES_MIN;
 pub const MAX_SEGMENT_BYTES: u64 = remix_storage::format::SEGMENT_BYTES_MAX;
-pub const DEFAULT_BATCH_RECORDS_MAX: usize = 500;
 pub const DEFAULT_BATCH_LINGER: Duration = Duration::from_millis(50);
 
 /// The whole configuration. Relative `data_dir` and target directories are relative to the
@@ -126,7 +125,8 @@ pub struct RateLimit {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchConfig {
-    pub records_max: usize,
+    /// The user's upper bound; `None`: the target kind's default (`Capabilities::batch_records_default`).
+    pub records_max: Option<usize>,
     pub linger: Duration,
 }
 

@@ -234,7 +234,12 @@ impl HttpTarget {
 
 impl Target for HttpTarget {
     fn capabilities(&self) -> Capabilities {
-        Capabilities { collapse: false, guarantee: Guarantee::IdempotencyKeys, batch_records_max: 100_000 }
+        Capabilities {
+            collapse: false,
+            guarantee: Guarantee::IdempotencyKeys,
+            batch_records_max: 100_000,
+            batch_records_default: 500,
+        }
     }
 
     async fn open(&mut self, cursor: u64) -> Result<u64, TargetError> {
@@ -410,7 +415,7 @@ mod tests {
             common: TargetCommon {
                 name: "hook".into(),
                 rate_limit: None,
-                batch: BatchConfig { records_max: 100, linger: Duration::ZERO },
+                batch: BatchConfig { records_max: Some(100), linger: Duration::ZERO },
                 on_error: OnError::Pause,
                 truncate: TruncatePolicy::Apply,
             },

@@ -146,7 +146,12 @@ impl JsonlTarget {
 
 impl Target for JsonlTarget {
     fn capabilities(&self) -> Capabilities {
-        Capabilities { collapse: false, guarantee: Guarantee::OffsetNamed, batch_records_max: 100_000 }
+        Capabilities {
+            collapse: false,
+            guarantee: Guarantee::OffsetNamed,
+            batch_records_max: 100_000,
+            batch_records_default: 20_000,
+        }
     }
 
     async fn open(&mut self, cursor: u64) -> Result<u64, TargetError> {
@@ -325,7 +330,7 @@ mod tests {
             common: TargetCommon {
                 name: "dataset".into(),
                 rate_limit: None,
-                batch: BatchConfig { records_max: 100, linger: Duration::ZERO },
+                batch: BatchConfig { records_max: Some(100), linger: Duration::ZERO },
                 on_error: OnError::Pause,
                 truncate: TruncatePolicy::Apply,
             },

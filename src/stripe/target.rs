@@ -472,7 +472,12 @@ impl StripeTarget {
 
 impl Target for StripeTarget {
     fn capabilities(&self) -> Capabilities {
-        Capabilities { collapse: false, guarantee: Guarantee::IdempotencyKeys, batch_records_max: 1_000 }
+        Capabilities {
+            collapse: false,
+            guarantee: Guarantee::IdempotencyKeys,
+            batch_records_max: 1_000,
+            batch_records_default: 500,
+        }
     }
 
     async fn open(&mut self, cursor: u64) -> Result<u64, TargetError> {
@@ -665,7 +670,7 @@ mod tests {
             common: TargetCommon {
                 name: "crm".into(),
                 rate_limit: None,
-                batch: BatchConfig { records_max: 100, linger: Duration::ZERO },
+                batch: BatchConfig { records_max: Some(100), linger: Duration::ZERO },
                 on_error: OnError::Pause,
                 truncate: TruncatePolicy::Apply,
             },

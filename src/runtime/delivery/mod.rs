@@ -249,6 +249,10 @@ pub struct Capabilities {
     pub guarantee: Guarantee,
     /// The most records one `apply` takes (the configured `batch.records_max` is capped by it).
     pub batch_records_max: usize,
+    /// Records per batch when the configuration sets no `batch.records_max`: what the target is
+    /// fastest with while behind (a batch takes only what is ready, so a caught-up target still
+    /// sends small batches after `linger_ms`), bounded by memory (`BATCH_BYTES_MAX` of payload).
+    pub batch_records_default: usize,
 }
 
 /// A destination. The worker owns its target and calls it from one task: never concurrently, and

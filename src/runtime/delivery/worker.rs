@@ -62,7 +62,13 @@ pub fn spawn<T: Target>(
         engine: Arc::clone(&context.engine),
     };
     let limiter = common.rate_limit.map(Limiter::new);
-    let records_max = common.batch.records_max.min(target.capabilities().batch_records_max).max(1);
+    let capabilities = target.capabilities();
+    let records_max = common
+        .batch
+        .records_max
+        .unwrap_or(capabilities.batch_records_default)
+        .min(capabilities.batch_records_max)
+        .max(1);
     let worker = Worker {
         target,
         common,
