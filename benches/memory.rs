@@ -195,7 +195,10 @@ fn main() {
         std::env::var("REMIX_BENCH_IDLE_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(10),
     );
     let root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
-    println!("memory under webhook bursts, default configuration; idle RSS {} s after the last answer", idle.as_secs());
+    println!(
+        "memory under webhook bursts, default configuration; idle RSS {} s after the last answer",
+        idle.as_secs()
+    );
     println!(
         "{:<22} {:>9} {:>10} {:>10} {:>7} {:>6} {:>9} {:>9} {:>8} {:>9}",
         "load", "records", "time", "records/s", "/1 cl.", "503s", "peak MiB", "idle MiB", "CPU", "caught up"
