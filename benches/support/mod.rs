@@ -84,6 +84,18 @@ impl Remix {
         line.split_whitespace().nth(1)?.parse::<f64>().ok().map(|v| v as u64)
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the first target's cursor is at `offset` or beyond.
+    pub fn target_caught_up(&self, offset: u64) -> bool {
+        let Some((_, body)) = http_get(&self.admin, "/targets") else { return false };
+        let targets: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        targets[0]["cursor"].as_u64().is_some_and(|cursor| cursor >= offset)
+    }
+
     /// CPU time used so far (user + system).
     pub fn cpu_time(&self) -> Duration {
         process_cpu(self.child.id())

@@ -2,8 +2,8 @@
 
 use super::path::KeyPath;
 use super::raw::{
-    entries, section, Cx, RawAdmin, RawFieldsOnly, RawLog, RawModel, RawRetention, RawRoot, RawSourceBinding,
-    Section,
+    entries, section, Cx, RawAdmin, RawFieldsOnly, RawIngest, RawLog, RawModel, RawRetention, RawRoot,
+    RawSourceBinding, Section,
 };
 use super::types::*;
 use super::units::{parse_duration, parse_size, InvalidValue};
@@ -53,12 +53,13 @@ pub fn build(cx: &mut Cx<'_>, doc: &Value, base_dir: &Path) -> Option<Config> {
     let data_dir = nonempty(cx, root.data_dir, &p.key("data_dir")).unwrap_or_else(|| DEFAULT_DATA_DIR.into());
     let admin = admin(cx, root.admin.as_ref(), &p.key("admin"));
     let log = log(cx, root.log.as_ref(), &p.key("log"));
+    let ingest = ingest(cx, root.ingest.as_ref(), &p.key("ingest"));
     let models = models(cx, root.models.as_ref(), &p.key("models"), base_dir);
     let sources = sources::build_all(cx, &models, root.sources.unwrap_or_default(), &p.key("sources"));
     let targets = targets::build_all(cx, &models, root.targets.unwrap_or_default(), &p.key("targets"));
     check_addresses(cx, &admin, &sources);
     let sources = sources.into_iter().map(|(_, s)| s).collect();
-    Some(Config { data_dir: data_dir.into(), admin, log, models: models.loaded, sources, targets })
+    Some(Config { data_dir: data_dir.into(), admin, log, ingest, models: models.loaded, sources, targets })
 }
 
 fn admin(cx: &mut Cx<'_>, v: Option<&Value>, p: &KeyPath) -> AdminConfig {
@@ -94,6 +95,30 @@ fn log(cx: &mut Cx<'_>, v: Option<&Value>, p: &KeyPath) -> LogConfig {
         max_bytes: ret.max_bytes.and_then(|v| size(cx, &v, &rp.key("max_bytes"))),
     };
     LogConfig { segment_bytes, retention }
+}
+
+/// The largest `ingest.wait_ms`: a sender waits at most this long for an answer.
+const INGEST_WAIT_MS_LIMIT: u64 = 60_000;
+/// The smallest `ingest.memory_bytes_max`.
+const INGEST_MEMORY_BYTES_MIN: u64 = 64 << 10;
+
+fn ingest(cx: &mut Cx<'_>, v: Option<&Value>, p: &KeyPath) -> IngestConfig {
+    let raw: RawIngest = v.and_then(|v| section(cx, v, p)).unwrap_or_default();
+    let default = IngestConfig::default();
+    let at = p.key("memory_bytes_max");
+    let memory_bytes_max =
+        raw.memory_bytes_max.and_then(|v| size(cx, &v, &at)).unwrap_or(default.memory_bytes_max);
+    if memory_bytes_max < INGEST_MEMORY_BYTES_MIN {
+        cx.err(
+            &at,
+            format!("must be at least 64KiB ({INGEST_MEMORY_BYTES_MIN} bytes), got {memory_bytes_max}"),
+        );
+    }
+    let wait_ms = raw.wait_ms.unwrap_or(default.wait.as_millis() as u64);
+    if wait_ms > INGEST_WAIT_MS_LIMIT {
+        cx.err(&p.key("wait_ms"), format!("must be at most {INGEST_WAIT_MS_LIMIT}, got {wait_ms}"));
+    }
+    IngestConfig { memory_bytes_max, wait: Duration::from_millis(wait_ms) }
 }
 
 fn models(cx: &mut Cx<'_>, map: Option<&serde_norway::Mapping>, p: &KeyPath, base_dir: &Path) -> Models {

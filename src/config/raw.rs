@@ -135,10 +135,19 @@ pub(crate) use config_section;
 
 config_section!(
     /// The top level of the document.
-    RawRoot { data_dir: String, admin: Value, log: Value, models: Mapping, sources: Vec<Value>, targets: Vec<Value> }
+    RawRoot {
+        data_dir: String,
+        admin: Value,
+        log: Value,
+        ingest: Value,
+        models: Mapping,
+        sources: Vec<Value>,
+        targets: Vec<Value>,
+    }
 );
 config_section!(RawAdmin { listen: String, token: String });
 config_section!(RawLog { segment_bytes: Value, retention: Value });
+config_section!(RawIngest { memory_bytes_max: Value, wait_ms: u64 });
 config_section!(RawRetention { min_age: String, max_bytes: Value });
 config_section!(RawModel { schema: String, key: Vec<String> });
 config_section!(
@@ -185,6 +194,7 @@ mod tests {
         check::<RawRoot>();
         check::<RawAdmin>();
         check::<RawLog>();
+        check::<RawIngest>();
         check::<RawRetention>();
         check::<RawModel>();
         check::<RawSourceCommon>();

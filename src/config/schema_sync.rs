@@ -23,6 +23,7 @@ fn sections() -> Vec<(String, Vec<&'static str>)> {
         ("".into(), RawRoot::KEYS.to_vec()),
         ("admin".into(), RawAdmin::KEYS.to_vec()),
         ("log".into(), RawLog::KEYS.to_vec()),
+        ("ingest".into(), RawIngest::KEYS.to_vec()),
         ("retention".into(), RawRetention::KEYS.to_vec()),
         ("model".into(), RawModel::KEYS.to_vec()),
         ("source_binding".into(), RawSourceBinding::KEYS.to_vec()),

@@ -23,6 +23,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub admin: AdminConfig,
     pub log: LogConfig,
+    pub ingest: IngestConfig,
     pub models: BTreeMap<String, Arc<Model>>,
     pub sources: Vec<SourceConfig>,
     pub targets: Vec<TargetConfig>,
@@ -54,6 +55,23 @@ pub struct AdminConfig {
 pub struct LogConfig {
     pub segment_bytes: u64,
     pub retention: RetentionConfig,
+}
+
+/// What requests in flight may hold in memory at once (see [`crate::runtime::ingest::budget`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IngestConfig {
+    pub memory_bytes_max: u64,
+    /// How long a request may wait for room before it is refused (503).
+    pub wait: Duration,
+}
+
+impl Default for IngestConfig {
+    fn default() -> IngestConfig {
+        IngestConfig {
+            memory_bytes_max: crate::runtime::ingest::budget::DEFAULT_MEMORY_BYTES_MAX,
+            wait: crate::runtime::ingest::budget::DEFAULT_WAIT,
+        }
+    }
 }
 
 /// Sealed segments may be deleted once older than `min_age` or beyond `max_bytes` in total

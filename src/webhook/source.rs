@@ -5,7 +5,14 @@
 //! over `body_bytes_max`; 422 with every validation error by record index (a batch is accepted or
 //! refused whole: nothing of a refused batch is logged as a change, and its invalid objects are kept
 //! in the DLQ with their errors so nothing is silently dropped, once while they are open); 503 with
-//! `Retry-After` when the log cannot accept (disk full, shutting down, stopped).
+//! `Retry-After` when the log cannot accept (disk full, shutting down, stopped) or the ingest memory
+//! budget has no room for the request within its wait (then nothing of it was read past its headers,
+//! and nothing of it is logged or dead-lettered).
+//!
+//! A request reserves room in the budget for its body and what it becomes before it reads the body;
+//! the body is then parsed one object at a time, each object remixed, validated and encoded into its
+//! log record as it comes ([`super::encode`]), and the records are appended as one atomic group only
+//! when every object passed.
 //!
 //! Retries are safe with an `Idempotency-Key` header (the whole batch) or the configured
 //! `idempotency_field` (each object): a key already logged is answered with the offsets it got, even
@@ -14,25 +21,27 @@
 //! `delete_field` turns records into deletes.
 
 use super::config::{WebhookAuth, WebhookSource};
-use crate::record::{Change, DeadLetter, FieldError, Op};
+use super::encode::{encode, Encoded, Invalid, KeyOf, Pass, Stop};
+use crate::record::{DeadLetter, Op};
+use crate::runtime::ingest::budget::{self, NoRoom, Reservation, BODY_EXPANSION};
 use crate::runtime::ingest::indexes::{Claim, ClaimGuard, IdempotencyKey, Landed};
-use crate::runtime::ingest::remix_in::Origin;
-use crate::runtime::ingest::Ingest;
-use crate::runtime::ingest::{remix_in, AppendError, ChangeBatch, RemixOutcome};
+use crate::runtime::ingest::{AppendError, ChangeBatch, Ingest};
 use crate::runtime::serve::{counted, error};
-use axum::body::Bytes;
-use axum::extract::DefaultBodyLimit;
+use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
+use futures_util::StreamExt;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// Seconds a 503 asks the sender to wait.
+/// Seconds a 503 asks the sender to wait when the log cannot accept.
 const RETRY_AFTER_SECONDS: u64 = 5;
+/// Bodies at least this large are parsed and encoded on a blocking thread, off the server's threads.
+const BLOCKING_BODY_BYTES_MIN: usize = 256 << 10;
 
 #[derive(Debug)]
 struct Route {
@@ -52,13 +61,12 @@ pub fn router(source: &WebhookSource, ingest: &Ingest) -> Router {
             ingest: ingest.clone(),
             requests: AtomicU64::new(0),
         });
-        let body_limit = usize::try_from(source.body_bytes_max).unwrap_or(usize::MAX);
-        let handler =
-            post(move |headers: HeaderMap, body: Result<Bytes, axum::extract::rejection::BytesRejection>| {
-                let route = Arc::clone(&route);
-                async move { route.handle(headers, body).await }
-            });
-        router = router.route(path, handler.layer(DefaultBodyLimit::max(body_limit)));
+        // The body is read by the handler, within `body_bytes_max`, once it has room in the budget.
+        let handler = post(move |headers: HeaderMap, body: Body| {
+            let route = Arc::clone(&route);
+            async move { counted(&route.source.name, route.answer(headers, body).await) }
+        });
+        router = router.route(path, handler);
     }
     router
 }
@@ -75,6 +83,21 @@ fn unavailable(e: &AppendError) -> Response {
     response
 }
 
+/// 503 with `Retry-After`: no room in the ingest memory budget.
+fn no_room(e: &NoRoom) -> Response {
+    let mut response = error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None);
+    response.headers_mut().insert("retry-after", budget::RETRY_AFTER_SECONDS.into());
+    response
+}
+
+fn stopped(stop: Stop) -> Response {
+    match stop {
+        Stop::Body(e) => error(StatusCode::BAD_REQUEST, e.to_string(), None),
+        Stop::NoRoom(e) => no_room(&e),
+        Stop::NeedRoom(_) => unreachable!("handled by the pass's caller"),
+    }
+}
+
 fn accepted(offsets: Vec<u64>, duplicate: bool) -> Response {
     let mut body = json!({ "accepted": offsets.len(), "offsets": offsets });
     if duplicate {
@@ -83,71 +106,125 @@ fn accepted(offsets: Vec<u64>, duplicate: bool) -> Response {
     (StatusCode::OK, Json(body)).into_response()
 }
 
-/// The idempotency keys the change records of a request carry.
-#[derive(Debug, Clone, Copy)]
-enum Keys<'a> {
-    None,
-    /// The `Idempotency-Key` header: every record of the batch.
-    Batch(&'a str),
-    /// `idempotency_field`: object i's own value, if it has one.
-    PerObject(&'a [Option<String>]),
-}
-
-impl<'a> Keys<'a> {
-    fn of(self, index: usize) -> Option<&'a str> {
-        match self {
-            Keys::None => None,
-            Keys::Batch(key) => Some(key),
-            Keys::PerObject(keys) => keys[index].as_deref(),
-        }
-    }
-}
-
 impl Route {
-    async fn handle(
-        &self,
-        headers: HeaderMap,
-        body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-    ) -> Response {
-        counted(&self.source.name, self.answer(&headers, body).await)
-    }
-
-    async fn answer(
-        &self,
-        headers: &HeaderMap,
-        body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-    ) -> Response {
-        let body = match body {
-            Ok(body) => body,
-            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                let message = format!("body over the limit of {} bytes", self.source.body_bytes_max);
-                return error(StatusCode::PAYLOAD_TOO_LARGE, message, None);
-            }
-            Err(rejection) => return error(rejection.status(), rejection.body_text(), None),
+    async fn answer(self: &Arc<Self>, headers: HeaderMap, body: Body) -> Response {
+        let (body, mut reservation) = match self.read_body(&headers, body).await {
+            Ok(read) => read,
+            Err(response) => return response,
         };
-        if let Some(response) = self.check_auth(headers, &body) {
+        if let Some(response) = self.check_auth(&headers, &body) {
             return response;
         }
-        let objects = match parse_body(&body) {
-            Ok(objects) => objects,
-            Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string(), None),
-        };
         let header_op = match headers.get("x-remix-op").map(|v| v.to_str().unwrap_or("")) {
-            None | Some("upsert") => Op::Upsert,
-            Some("delete") => Op::Delete,
-            Some(other) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("X-Remix-Op must be upsert or delete, not '{other}'"),
-                    None,
-                )
+            None | Some("upsert") => Ok(Op::Upsert),
+            Some("delete") => Ok(Op::Delete),
+            Some(other) => Err(format!("X-Remix-Op must be upsert or delete, not '{other}'")),
+        };
+        let header_op = match header_op {
+            Ok(op) => op,
+            // A malformed body is reported first, as the body is read before the header.
+            Err(message) => {
+                let walked = super::body::for_each_object(&body, &mut |_, _| true);
+                let message = walked.err().map_or(message, |e| e.to_string());
+                return error(StatusCode::BAD_REQUEST, message, None);
             }
         };
         let batch_key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let (request, keys) = match (&batch_key, &self.source.idempotency_field) {
+            (Some(key), _) => (key.clone(), KeyOf::Batch(key.clone())),
+            (None, Some(field)) => (self.request_id(), KeyOf::Field(field.clone())),
+            (None, None) => (self.request_id(), KeyOf::None),
+        };
+        let binding = self.source.routes[&self.path].clone();
+        let pass = Pass {
+            source: self.source.name.clone(),
+            binding,
+            op: header_op,
+            delete_field: self.source.delete_field.clone(),
+            request,
+            keys,
+            select: None,
+        };
+        let encoded = match self.pass(&pass, &body, &mut reservation).await {
+            Ok(encoded) => encoded,
+            Err(stop) => return stopped(stop),
+        };
         match batch_key {
-            Some(key) => self.with_batch_key(key, objects, header_op).await,
-            None => self.with_field_keys(objects, header_op).await,
+            Some(key) => self.with_batch_key(key, pass, body, encoded, reservation).await,
+            None if matches!(pass.keys, KeyOf::Field(_)) => {
+                self.with_field_keys(pass, body, encoded, reservation).await
+            }
+            None => {
+                if !encoded.invalid.is_empty() {
+                    return self.refuse(encoded, &pass.request).await;
+                }
+                drop(body);
+                reservation.shrink_to(encoded.held_bytes());
+                self.log_batch(encoded, Vec::new()).await.0
+            }
         }
+    }
+
+    /// Reads the body within `body_bytes_max`, having reserved room in the ingest memory budget for
+    /// it and for what it becomes first (a body of unknown length reserves as it arrives).
+    async fn read_body(&self, headers: &HeaderMap, body: Body) -> Result<(Bytes, Reservation), Response> {
+        let limit = self.source.body_bytes_max;
+        let too_large =
+            || error(StatusCode::PAYLOAD_TOO_LARGE, format!("body over the limit of {limit} bytes"), None);
+        let length = headers
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if length.is_some_and(|length| length > limit) {
+            return Err(too_large());
+        }
+        let cost = |bytes: u64| bytes.saturating_mul(BODY_EXPANSION);
+        let memory = self.ingest.memory();
+        let mut reservation = memory.reserve(cost(length.unwrap_or(0))).await.map_err(|e| no_room(&e))?;
+        let mut buffer = bytes::BytesMut::with_capacity(length.unwrap_or(0) as usize);
+        let mut stream = body.into_data_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk =
+                chunk.map_err(|e| error(StatusCode::BAD_REQUEST, format!("reading the body: {e}"), None))?;
+            let read = (buffer.len() + chunk.len()) as u64;
+            if read > limit {
+                return Err(too_large());
+            }
+            reservation.grow_to(cost(read)).await.map_err(|e| no_room(&e))?;
+            buffer.extend_from_slice(&chunk);
+        }
+        Ok((buffer.freeze(), reservation))
+    }
+
+    /// Runs `pass` over `body`: a large body on a blocking thread (waiting there for more room when it
+    /// needs it), a small one here (growing first and running again when it needs more room).
+    async fn pass(&self, pass: &Pass, body: &Bytes, reservation: &mut Reservation) -> Result<Encoded, Stop> {
+        let model = Arc::clone(self.ingest.model(&pass.binding.model));
+        if body.len() < BLOCKING_BODY_BYTES_MIN {
+            loop {
+                let reserved = reservation.bytes();
+                let mut grow =
+                    |bytes: u64| if bytes <= reserved { Ok(reserved) } else { Err(Stop::NeedRoom(bytes)) };
+                match encode(pass, &model, body, reserved, &mut grow) {
+                    Err(Stop::NeedRoom(bytes)) => reservation.grow_to(bytes).await.map_err(Stop::NoRoom)?,
+                    done => return done,
+                }
+            }
+        }
+        let (pass, body) = (pass.clone(), body.clone());
+        let mut held = std::mem::replace(reservation, self.ingest.memory().empty());
+        let runtime = tokio::runtime::Handle::current();
+        let (held, encoded) = tokio::task::spawn_blocking(move || {
+            let reserved = held.bytes();
+            let mut grow = |bytes: u64| {
+                held.grow_to_blocking(bytes, &runtime).map(|()| held.bytes()).map_err(Stop::NoRoom)
+            };
+            let encoded = encode(&pass, &model, &body, reserved, &mut grow);
+            (held, encoded)
+        })
+        .await
+        .expect("the pass does not panic");
+        *reservation = held;
+        encoded
     }
 
     /// 401 without credentials, 403 with wrong ones; `None` when the request may pass.
@@ -188,47 +265,6 @@ impl Route {
         }
     }
 
-    fn op_of(&self, object: &Value, header_op: Op) -> Op {
-        let flagged = self.source.delete_field.as_ref().and_then(|f| object.get(f)).is_some_and(|v| {
-            matches!(v, Value::Bool(true)) || v.as_str().is_some_and(|s| s == "delete" || s == "true")
-        });
-        if flagged {
-            Op::Delete
-        } else {
-            header_op
-        }
-    }
-
-    /// Remixes every object; `Err` carries every error by index (and the objects for the DLQ).
-    fn remix_all(
-        &self,
-        objects: &[Value],
-        header_op: Op,
-        request: &str,
-        keys: Keys<'_>,
-    ) -> Result<Vec<Change>, Vec<(usize, Vec<FieldError>)>> {
-        let binding = &self.source.routes[&self.path];
-        let model = self.ingest.model(&binding.model);
-        let mut changes = Vec::with_capacity(objects.len());
-        let mut invalid = Vec::new();
-        for (index, object) in objects.iter().enumerate() {
-            let origin = Origin {
-                source: &self.source.name,
-                position: format!("{request}:{index}"),
-                idempotency_key: keys.of(index),
-            };
-            match remix_in(binding, model, object, self.op_of(object, header_op), origin) {
-                RemixOutcome::Valid(change) => changes.push(change),
-                RemixOutcome::Invalid(errors) => invalid.push((index, errors)),
-            }
-        }
-        if invalid.is_empty() {
-            Ok(changes)
-        } else {
-            Err(invalid)
-        }
-    }
-
     fn request_id(&self) -> String {
         let n = self.requests.fetch_add(1, Ordering::Relaxed);
         format!("req-{}-{n}", crate::time::now_ms())
@@ -239,29 +275,41 @@ impl Route {
         IdempotencyKey::new(&self.source.name, &self.source.routes[&self.path].model, key)
     }
 
-    async fn with_batch_key(&self, key: String, objects: Vec<Value>, header_op: Op) -> Response {
+    async fn with_batch_key(
+        &self,
+        key: String,
+        pass: Pass,
+        body: Bytes,
+        encoded: Encoded,
+        mut reservation: Reservation,
+    ) -> Response {
         let guard = match self.ingest.claim(&self.scoped(&key)).await {
             Claim::Done(landed) => {
                 return accepted((landed.first_offset..=landed.last_offset).collect(), true)
             }
             Claim::Proceed(guard) => guard,
         };
-        self.log_batch(&objects, header_op, &key, Keys::Batch(&key), vec![guard]).await.0
+        if !encoded.invalid.is_empty() {
+            return self.refuse(encoded, &pass.request).await;
+        }
+        drop(body);
+        reservation.shrink_to(encoded.held_bytes());
+        self.log_batch(encoded, vec![guard]).await.0
     }
 
-    async fn with_field_keys(&self, objects: Vec<Value>, header_op: Op) -> Response {
-        let request = self.request_id();
-        let Some(field) = &self.source.idempotency_field else {
-            return self.log_batch(&objects, header_op, &request, Keys::None, Vec::new()).await.0;
-        };
+    async fn with_field_keys(
+        &self,
+        mut pass: Pass,
+        body: Bytes,
+        encoded: Encoded,
+        mut reservation: Reservation,
+    ) -> Response {
         // The batch is validated whole, with the sender's indexes, before any key is looked at.
-        if let Err(invalid) = self.remix_all(&objects, header_op, &request, Keys::None) {
-            return self.refuse(&objects, invalid, header_op, &request).await;
+        if !encoded.invalid.is_empty() {
+            return self.refuse(encoded, &pass.request).await;
         }
-        let keys: Vec<Option<String>> = objects
-            .iter()
-            .map(|o| o.get(field).map(|k| k.as_str().map_or_else(|| k.to_string(), str::to_owned)))
-            .collect();
+        let objects = encoded.objects;
+        let keys = &encoded.keys;
         let mut claimed: Vec<String> = keys.iter().flatten().cloned().collect();
         claimed.sort();
         claimed.dedup();
@@ -278,31 +326,49 @@ impl Route {
         // Logged: objects without a key, and the first object of each key not logged before (a key
         // repeated inside the request is a retry too). `slot[i]`: where object i's offset comes from.
         let mut first_of_key: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-        let mut fresh: Vec<Value> = Vec::new();
-        let mut fresh_keys: Vec<Option<String>> = Vec::new();
-        let mut slot: Vec<Result<usize, u64>> = Vec::with_capacity(objects.len());
-        for (object, key) in objects.iter().zip(&keys) {
+        let mut fresh = 0;
+        let mut select: Vec<Option<usize>> = Vec::with_capacity(objects);
+        let mut slot: Vec<Result<usize, u64>> = Vec::with_capacity(objects);
+        for key in keys {
             match key {
-                Some(key) if done.contains_key(key) => slot.push(Err(done[key].first_offset)),
+                Some(key) if done.contains_key(key) => {
+                    slot.push(Err(done[key].first_offset));
+                    select.push(None);
+                }
                 Some(key) if first_of_key.contains_key(key.as_str()) => {
-                    slot.push(Ok(first_of_key[key.as_str()]))
+                    slot.push(Ok(first_of_key[key.as_str()]));
+                    select.push(None);
                 }
                 _ => {
                     if let Some(key) = key {
-                        first_of_key.insert(key, fresh.len());
+                        first_of_key.insert(key, fresh);
                     }
-                    slot.push(Ok(fresh.len()));
-                    fresh.push(object.clone());
-                    fresh_keys.push(key.clone());
+                    slot.push(Ok(fresh));
+                    select.push(Some(fresh));
+                    fresh += 1;
                 }
             }
         }
-        let (response, landed) =
-            self.log_batch(&fresh, header_op, &request, Keys::PerObject(&fresh_keys), guards).await;
-        if landed.is_none() && !fresh.is_empty() {
+        let encoded = if fresh == objects {
+            encoded
+        } else {
+            // The records to log are not those of the first pass (their positions count only the
+            // objects logged): encode those again.
+            drop(encoded);
+            reservation.shrink_to(body.len() as u64);
+            pass.select = Some(select);
+            match self.pass(&pass, &body, &mut reservation).await {
+                Ok(encoded) => encoded,
+                Err(stop) => return stopped(stop),
+            }
+        };
+        drop(body);
+        reservation.shrink_to(encoded.held_bytes());
+        let (response, landed) = self.log_batch(encoded, guards).await;
+        if landed.is_none() && fresh > 0 {
             return response;
         }
-        if fresh.len() == objects.len() {
+        if fresh == objects {
             return response;
         }
         let offsets = slot.into_iter().map(|s| match s {
@@ -312,25 +378,13 @@ impl Route {
         accepted(offsets.collect(), false)
     }
 
-    /// Remixes, validates and logs a batch whole, holding the claims of its idempotency keys until
-    /// it is durable. Returns the answer and, when logged, where.
-    async fn log_batch(
-        &self,
-        objects: &[Value],
-        header_op: Op,
-        request: &str,
-        keys: Keys<'_>,
-        guards: Vec<ClaimGuard>,
-    ) -> (Response, Option<Landed>) {
-        if objects.is_empty() {
+    /// Logs a batch whole, holding the claims of its idempotency keys until it is durable. Returns
+    /// the answer and, when logged, where.
+    async fn log_batch(&self, encoded: Encoded, guards: Vec<ClaimGuard>) -> (Response, Option<Landed>) {
+        let mut batch: ChangeBatch = encoded.batch;
+        if batch.is_empty() {
             return (accepted(Vec::new(), false), None);
         }
-        let changes = match self.remix_all(objects, header_op, request, keys) {
-            Ok(changes) => changes,
-            Err(invalid) => return (self.refuse(objects, invalid, header_op, request).await, None),
-        };
-        let mut batch = ChangeBatch::new();
-        changes.iter().for_each(|change| batch.push(change));
         guards.into_iter().for_each(|guard| batch.hold(guard));
         match self.ingest.append(&self.source.name, batch).await {
             Ok(appended) => {
@@ -343,24 +397,32 @@ impl Route {
     }
 
     /// 422 with every error; the invalid objects go to the DLQ (durably) first.
-    async fn refuse(
-        &self,
-        objects: &[Value],
-        invalid: Vec<(usize, Vec<FieldError>)>,
-        header_op: Op,
-        request: &str,
-    ) -> Response {
+    async fn refuse(&self, encoded: Encoded, request: &str) -> Response {
         let model = self.source.routes[&self.path].model.clone();
-        let letters: Vec<DeadLetter> = invalid
+        let objects = encoded.objects;
+        let errors: Vec<Value> = encoded
+            .invalid
             .iter()
-            .map(|(index, errors)| DeadLetter {
+            .flat_map(|invalid| {
+                let index = invalid.index;
+                invalid
+                    .errors
+                    .iter()
+                    .map(move |e| json!({"index": index, "path": e.path, "message": e.message}))
+            })
+            .collect();
+        let count = encoded.invalid.len();
+        let letters: Vec<DeadLetter> = encoded
+            .invalid
+            .into_iter()
+            .map(|Invalid { index, errors, input, op }| DeadLetter {
                 source: self.source.name.clone(),
                 position: format!("{request}:{index}"),
                 model: model.clone(),
                 route: self.path.clone(),
-                errors: errors.clone(),
-                input: objects[*index].clone(),
-                op: Some(self.op_of(&objects[*index], header_op)),
+                errors,
+                input,
+                op: Some(op),
             })
             // A repeat of a refused request: its objects are in the DLQ already.
             .filter(|letter| self.ingest.dead_letters().indexes().open_dead_letter_like(letter).is_none())
@@ -368,51 +430,8 @@ impl Route {
         if let Err(e) = self.ingest.dead_letters().append(letters).await {
             return unavailable(&e);
         }
-        let errors: Vec<Value> = invalid
-            .iter()
-            .flat_map(|(index, errors)| {
-                errors.iter().map(move |e| json!({"index": index, "path": e.path, "message": e.message}))
-            })
-            .collect();
-        let message =
-            format!("{} of {} records are invalid; nothing was accepted", invalid.len(), objects.len());
+        let message = format!("{count} of {objects} records are invalid; nothing was accepted");
         error(StatusCode::UNPROCESSABLE_ENTITY, message, Some(("errors", Value::Array(errors))))
-    }
-}
-
-/// Why a body is not one object or an array of objects (a 400).
-#[derive(Debug, thiserror::Error)]
-enum BodyError {
-    #[error("malformed JSON: {0}")]
-    Malformed(#[from] serde_json::Error),
-    #[error("expected a JSON object or an array of objects, got {0}")]
-    NotObjects(&'static str),
-    #[error("element {index} is {kind}, not an object")]
-    NotAnObject { index: usize, kind: &'static str },
-}
-
-/// One object or an array of objects.
-fn parse_body(body: &[u8]) -> Result<Vec<Value>, BodyError> {
-    let value: Value = serde_json::from_slice(body)?;
-    let objects = match value {
-        Value::Array(items) => items,
-        object @ Value::Object(_) => vec![object],
-        other => return Err(BodyError::NotObjects(kind(&other))),
-    };
-    if let Some(index) = objects.iter().position(|o| !o.is_object()) {
-        return Err(BodyError::NotAnObject { index, kind: kind(&objects[index]) });
-    }
-    Ok(objects)
-}
-
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

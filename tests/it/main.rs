@@ -6,6 +6,7 @@ mod conformance;
 mod golden;
 mod kill9;
 mod log_cli;
+mod memory;
 mod observability;
 mod pg_crash;
 mod pg_doctor;

@@ -8,6 +8,7 @@
 //! halfway leaves them as consistent as the log.
 
 use super::appender::{AppendError, Appender};
+use super::budget::MemoryBudget;
 use super::indexes::{Claim, ClaimGuard, DlqEntry, IdempotencyKey, Indexes, Landed, Mark};
 use crate::config::Config;
 use crate::models::Model;
@@ -29,6 +30,7 @@ pub struct Ingest {
     indexes: Arc<Indexes>,
     logged: Arc<Logged>,
     state: Arc<dyn StateStore>,
+    memory: MemoryBudget,
 }
 
 impl Ingest {
@@ -40,7 +42,14 @@ impl Ingest {
         state: Arc<dyn StateStore>,
     ) -> Ingest {
         let indexes = Arc::clone(&dead_letters.indexes);
-        Ingest { config, main, dead_letters, indexes, logged, state }
+        let memory = MemoryBudget::new(config.ingest.memory_bytes_max, config.ingest.wait);
+        Ingest { config, main, dead_letters, indexes, logged, state, memory }
+    }
+
+    /// The memory budget of requests in flight (`ingest.memory_bytes_max`), shared by every source
+    /// that receives requests.
+    pub fn memory(&self) -> &MemoryBudget {
+        &self.memory
     }
 
     /// A model of the configuration (the config checked every binding's model exists).
@@ -163,6 +172,7 @@ pub struct ChangeBatch {
     keys: HashMap<IdempotencyKey, (usize, usize)>,
     guards: Vec<ClaimGuard>,
     then: Option<crate::runtime::engine::OnDurable>,
+    scratch: Vec<u8>,
 }
 
 impl std::fmt::Debug for ChangeBatch {
@@ -188,7 +198,11 @@ impl ChangeBatch {
             self.keys.entry(scoped).and_modify(|(_, last)| *last = index).or_insert((index, index));
         }
         self.last_position = Some(change.position.clone());
-        self.push_encoded(serde_json::to_vec(change).expect("a change serializes"));
+        // Serialized into a buffer kept for the next record, then copied at its exact size: a batch
+        // of many small records holds no spare capacity per record.
+        self.scratch.clear();
+        serde_json::to_writer(&mut self.scratch, change).expect("a change serializes");
+        self.push_encoded(self.scratch.as_slice().to_vec());
     }
 
     /// Adds a change record already encoded (a fast path's bytes, which must be exactly what
@@ -220,6 +234,11 @@ impl ChangeBatch {
 
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
+    }
+
+    /// The encoded records.
+    pub fn records(&self) -> &[AppendRecord] {
+        &self.records
     }
 
     /// Bytes of the encoded records.

@@ -2,6 +2,7 @@
 //! log with acknowledgement only after the fsync.
 
 pub mod appender;
+pub mod budget;
 pub mod checkpoint;
 pub mod context;
 pub mod dlq;
@@ -10,6 +11,7 @@ pub mod remix_in;
 pub mod superseded;
 
 pub use appender::{AppendError, Appender};
+pub use budget::{MemoryBudget, NoRoom, Reservation};
 pub use context::{ChangeBatch, ChangeFold, DeadLetters, Ingest, Logged};
 pub use indexes::{DlqEntry, Indexes};
 pub use remix_in::{remix_in, RemixOutcome};
