@@ -107,6 +107,7 @@ impl Seaweed {
             .spawn()
             .expect("start weed");
         let endpoint = format!("http://127.0.0.1:{s3}");
+        let log_path = d.join("server.log");
         let server = Seaweed { child, endpoint, _dir: dir };
         let script = format!(
             "import boto3,sys\nfrom botocore.config import Config\n\
@@ -115,7 +116,6 @@ impl Seaweed {
              c.create_bucket(Bucket='{BUCKET}')\nc.list_objects_v2(Bucket='{BUCKET}')\n",
             server.endpoint
         );
-        let log_path = d.join("server.log");
         wait_for("SeaweedFS to serve S3 and create the bucket", || {
             let out = Command::new(test_bin("python")).args(["-c", &script]).output().unwrap();
             if !out.status.success()
@@ -140,8 +140,9 @@ impl Seaweed {
 
 impl Drop for Seaweed {
     fn drop(&mut self) {
-        // SAFETY-free: kill the process group by its id (the child leads it).
-        let _ = Command::new("kill").args(["-KILL", &format!("-{}", self.child.id())]).status();
+        // Kill the process group (the child leads it: `process_group(0)`).
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-s", "KILL", "--", &group]).status();
         let _ = self.child.wait();
     }
 }
