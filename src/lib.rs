@@ -20,6 +20,8 @@ pub mod blackhole;
 pub mod http;
 #[cfg(feature = "jsonl")]
 pub mod jsonl;
+#[cfg(feature = "object_store")]
+pub mod object_store;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "stripe")]

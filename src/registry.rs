@@ -25,7 +25,16 @@ pub static TARGETS: &[&TargetKind] = &[
     &crate::stripe::config::TARGET,
     #[cfg(feature = "blackhole")]
     &crate::blackhole::config::KIND,
+    #[cfg(feature = "object_store")]
+    &crate::object_store::config::KIND,
 ];
+
+/// The writer of `remix dataset export`, when a dataset format is compiled in.
+#[cfg(feature = "object_store")]
+pub static DATASET_WRITER: Option<crate::connector::dataset::DatasetWriter> =
+    Some(crate::object_store::export::write);
+#[cfg(not(feature = "object_store"))]
+pub static DATASET_WRITER: Option<crate::connector::dataset::DatasetWriter> = None;
 
 pub fn source_kind(kind: &str) -> Option<&'static SourceKind> {
     SOURCES.iter().copied().find(|k| k.kind == kind)

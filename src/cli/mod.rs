@@ -5,6 +5,7 @@
 
 pub mod check;
 pub mod client;
+pub mod dataset_cmd;
 pub mod dlq_cmd;
 pub mod doctor;
 mod doctor_local;
@@ -64,6 +65,11 @@ pub enum Command {
     Dlq {
         #[command(subcommand)]
         command: dlq_cmd::DlqCommand,
+    },
+    /// Datasets: `remix dataset export MODEL --to URL`.
+    Dataset {
+        #[command(subcommand)]
+        command: dataset_cmd::DatasetCommand,
     },
     /// Inspect, verify and repair the log.
     Log {
@@ -158,6 +164,10 @@ fn run(cli: &Cli, out: &mut Out) -> anyhow::Result<Exit> {
             log_cmd::run(command, &data_dir, targets.as_deref(), out)
         }
         Command::Check => check::run(&cli.config, out),
+        Command::Dataset { command } => {
+            let config = load_config(&cli.config)?;
+            dataset_cmd::run(command, &config, out)
+        }
         Command::Run => {
             let config = load_config(&cli.config)?;
             runtime()?.block_on(crate::runtime::node::run(config))?;

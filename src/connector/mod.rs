@@ -12,6 +12,7 @@
 //! config helpers, models, mapping, records and `util`, and never another connector folder; the
 //! runtime, config and CLI reach connectors only through this interface and the registry.
 
+pub mod dataset;
 pub mod doctor;
 
 use crate::config::section::SectionCx;

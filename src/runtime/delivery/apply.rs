@@ -46,11 +46,47 @@ impl<T: Target> Worker<T> {
         }
         metrics::counter!("remix_target_delivered_total", "target" => self.common.name.clone())
             .increment(records.len() as u64);
-        match self.store_cursor(last_offset).await {
+        self.applied_through = last_offset;
+        match self.store_cursor(self.durable_through()).await {
             Ok(()) => true,
             Err(e) => {
                 self.set(RunState::Failed, Some(e.to_string()));
                 false
+            }
+        }
+    }
+
+    /// The offset the cursor may reach: what was applied, below anything the target still holds.
+    pub(super) fn durable_through(&self) -> u64 {
+        match self.target.held_from() {
+            Some(first) => self.applied_through.min(first.saturating_sub(1)).max(self.cursor()),
+            None => self.applied_through.max(self.cursor()),
+        }
+    }
+
+    /// Gives a target that holds items a chance to seal them by age while the log is quiet, then
+    /// advances the cursor over what it made durable.
+    pub(super) async fn idle(&mut self) {
+        if self.target.held_from().is_none() {
+            return;
+        }
+        match self.target.idle().await {
+            Ok(()) => {
+                let through = self.durable_through();
+                if through > self.cursor() {
+                    if let Err(e) = self.store_cursor(through).await {
+                        self.set(RunState::Failed, Some(e.to_string()));
+                    }
+                }
+                if self.shared.lock().unwrap_or_else(|e| e.into_inner()).state == RunState::Retrying {
+                    self.set(RunState::Running, None);
+                }
+            }
+            Err(error) => {
+                metrics::counter!("remix_target_errors_total", "target" => self.common.name.clone())
+                    .increment(1);
+                tracing::warn!(target = %self.common.name, "{error}");
+                self.set(RunState::Retrying, Some(error.to_string()));
             }
         }
     }

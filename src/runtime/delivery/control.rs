@@ -71,6 +71,7 @@ impl<T: Target> Worker<T> {
         let offset = offset.max(engine.first_offset().saturating_sub(1));
         let effective = self.target.rewind(offset).await?;
         self.store_cursor(effective).await?;
+        self.applied_through = effective;
         let store = self.context.state.as_ref();
         let mut control = load_control(store, self.name()).await?;
         if control.rewind_to.take().is_some() {

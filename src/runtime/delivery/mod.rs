@@ -277,6 +277,22 @@ pub trait Target: Send + Sync + 'static {
     /// Returns the offset the target actually rewound to (at most `offset`; a file target may have to
     /// go back to the start of a file).
     fn rewind(&mut self, offset: u64) -> impl Future<Output = Result<u64, TargetError>> + Send;
+
+    /// For a target that holds confirmed items in an open unit across batches (an object store
+    /// shard, sealed by rows, bytes or age): the offset of the first item it holds that is not yet
+    /// durable at its system. The worker keeps the stored cursor below it, so a crash re-delivers
+    /// what the open unit held; items re-read after an interruption are the target's to skip.
+    /// `None` (the default): everything `apply` confirmed is durable.
+    fn held_from(&self) -> Option<u64> {
+        None
+    }
+
+    /// Called while the log has nothing new for the target (about every 250 ms) and it holds items
+    /// ([`Target::held_from`]): a chance to seal an open unit by age. An error shows the target as
+    /// `retrying`; `idle` is called again on the next idle turn.
+    fn idle(&mut self) -> impl Future<Output = Result<(), TargetError>> + Send {
+        async { Ok(()) }
+    }
 }
 
 /// Runs blocking file work (a target's own files and journals) off the async threads; every I/O

@@ -79,6 +79,7 @@ pub fn spawn<T: Target>(
         limiter,
         paused: false,
         records_max,
+        applied_through: cursor,
     };
     let task = tokio::spawn(worker.run());
     (handle, task)
@@ -95,6 +96,8 @@ pub(super) struct Worker<T: Target> {
     pub(super) paused: bool,
     /// The user's `batch.records_max`, capped by what the target takes.
     pub(super) records_max: usize,
+    /// The last offset of the last batch applied (the cursor, unless the target holds items).
+    pub(super) applied_through: u64,
 }
 
 /// How a wait ended.
@@ -162,6 +165,7 @@ impl<T: Target> Worker<T> {
             self.set(RunState::Failed, Some(e.to_string()));
             return None;
         }
+        self.applied_through = cursor;
         let control = crate::runtime::state::load_control(self.context.state.as_ref(), self.name()).await;
         let control = control.unwrap_or_else(|e| {
             tracing::error!(target = %self.name(), "{e}; starting unpaused");
@@ -244,7 +248,10 @@ impl<T: Target> Worker<T> {
             }
         };
         if records.is_empty() {
-            self.shared.lock().unwrap_or_else(|e| e.into_inner()).pending_since_ms = None;
+            self.idle().await;
+            if self.target.held_from().is_none() {
+                self.shared.lock().unwrap_or_else(|e| e.into_inner()).pending_since_ms = None;
+            }
             return Some(reader);
         }
         self.shared.lock().unwrap_or_else(|e| e.into_inner()).pending_since_ms =
