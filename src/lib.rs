@@ -18,8 +18,12 @@ pub mod util;
 pub mod http;
 #[cfg(feature = "jsonl")]
 pub mod jsonl;
+#[cfg(feature = "nats")]
+pub mod nats;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "redis")]
+pub mod redis;
 #[cfg(feature = "stripe")]
 pub mod stripe;
 pub mod webhook;

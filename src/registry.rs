@@ -23,6 +23,10 @@ pub static TARGETS: &[&TargetKind] = &[
     &crate::postgres::config::TARGET,
     #[cfg(feature = "stripe")]
     &crate::stripe::config::TARGET,
+    #[cfg(feature = "redis")]
+    &crate::redis::config::TARGET,
+    #[cfg(feature = "nats")]
+    &crate::nats::config::TARGET,
 ];
 
 pub fn source_kind(kind: &str) -> Option<&'static SourceKind> {
