@@ -2,7 +2,8 @@
 //! A history target whose rewind delivers again (a new generation after what the stream holds).
 //! Checked: every message's `Nats-Msg-Id` is `sink:<remix-offset>` (`:g<G>` after a rewind) and its
 //! `remix-target` the target; since the last rewind no offset twice (exactly once, beyond the
-//! duplicate window: the target resumes after the stream's last message); each model's messages
+//! duplicate window, which the adapter sets to 100 ms when it creates the stream: the target
+//! resumes after the stream's last message); each model's messages
 //! equal the log's changes, in order (`value: envelope`, `item` renamed by an output mapping); the
 //! state folded from the whole stream equals the model state. Unreachable: the server killed (-9) and
 //! started again on its port and store. Not applicable: case 5 (see [`NO_PERMANENT_ERROR`]).
@@ -41,6 +42,8 @@ impl Nats {
                 .map(|s| (*s).to_owned())
                 .collect();
         let server = Daemon::start(&binary("nats-server"), &args, root.join("nats.log"), || listening(port));
+        // A 100 ms duplicate window: every case runs beyond it.
+        python_json("nats_jetstream.py", &["create", &port.to_string(), STREAM, SUBJECT]).unwrap();
         Nats { port, server, epoch: 0 }
     }
 

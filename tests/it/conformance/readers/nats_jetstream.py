@@ -4,6 +4,8 @@ dump PORT STREAM SUBJECT AFTER_SEQ  the stream's messages after AFTER_SEQ, in or
                              {"last_seq", "messages": [{"seq", "subject", "headers", "data"}]}
 last PORT STREAM             {"last_seq"}
 damage PORT STREAM           deletes a few messages
+create PORT STREAM SUBJECT   creates the stream with a 100 ms duplicate window (so that every case
+                             runs beyond the window: exactly once must not rest on it)
 """
 import asyncio
 import json
@@ -21,17 +23,17 @@ async def dump(js, stream, subject, after):
         config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1,
                                 ack_policy=AckPolicy.NONE, inactive_threshold=30.0)
         sub = await js.pull_subscribe(subject, stream=stream, config=config)
-        while True:
+        pending = None
+        while pending != 0:
             try:
-                msgs = await sub.fetch(batch=1000, timeout=2)
+                msgs = await sub.fetch(batch=1000, timeout=10)
             except nats.errors.TimeoutError:
-                break
+                sys.exit(f"no messages within 10 s after sequence {out[-1]['seq'] if out else after}")
             for m in msgs:
                 seq = m.metadata.sequence.stream
                 out.append({"seq": seq, "subject": m.subject, "headers": dict(m.headers or {}),
                             "data": m.data.decode()})
-            if out and out[-1]["seq"] >= last:
-                break
+                pending = m.metadata.num_pending
         await sub.unsubscribe()
     return {"last_seq": last, "messages": out}
 
@@ -54,6 +56,10 @@ async def main():
     elif command == "last":
         info = await js.stream_info(stream)
         result = {"last_seq": info.state.last_seq}
+    elif command == "create":
+        from nats.js.api import StreamConfig
+        await js.add_stream(StreamConfig(name=stream, subjects=[sys.argv[4]], duplicate_window=0.1))
+        result = {"created": stream}
     elif command == "damage":
         result = await damage(js, stream)
     else:
