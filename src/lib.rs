@@ -22,8 +22,12 @@ pub mod http;
 pub mod jsonl;
 #[cfg(feature = "object_store")]
 pub mod object_store;
+#[cfg(feature = "nats")]
+pub mod nats;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "redis")]
+pub mod redis;
 #[cfg(feature = "stripe")]
 pub mod stripe;
 pub mod webhook;

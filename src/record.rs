@@ -55,13 +55,13 @@ pub struct Change {
     pub idempotency_key: Option<String>,
 }
 
-/// A [`Change`] as targets read it: `source`, `position` and `idempotency_key` are checked for
-/// well-formed JSON and skipped, not copied (a target never uses them, and this is per record).
+/// A [`Change`] as targets read it: `position` and `idempotency_key` are checked for well-formed
+/// JSON and skipped, not copied (a target never uses them, and this is per record); `source` is kept
+/// (stream targets name streams and envelopes by it).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeBody {
-    #[serde(rename = "source")]
-    _source: serde::de::IgnoredAny,
+    pub source: String,
     #[serde(rename = "position")]
     _position: serde::de::IgnoredAny,
     pub model: String,

@@ -27,6 +27,10 @@ pub static TARGETS: &[&TargetKind] = &[
     &crate::blackhole::config::KIND,
     #[cfg(feature = "object_store")]
     &crate::object_store::config::KIND,
+    #[cfg(feature = "redis")]
+    &crate::redis::config::TARGET,
+    #[cfg(feature = "nats")]
+    &crate::nats::config::TARGET,
 ];
 
 /// The writer of `remix dataset export`, when a dataset format is compiled in.

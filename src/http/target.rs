@@ -431,6 +431,7 @@ mod tests {
             offset,
             timestamp_ms: 1_700_000_000_000 + offset,
             model: "order".into(),
+            source: "s".into(),
             op: Op::Upsert,
             key: json!({"id": offset}),
             data: json!({"id": offset, "total": offset * 10})

@@ -345,6 +345,7 @@ mod tests {
             offset,
             timestamp_ms: 1_700_000_000_000 + offset,
             model: model.into(),
+            source: "s".into(),
             op: Op::Upsert,
             key: json!({"id": id}),
             data: data.as_object().cloned().map(crate::runtime::delivery::Fields::Map),

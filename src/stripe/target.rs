@@ -685,6 +685,7 @@ mod tests {
             offset,
             timestamp_ms: 0,
             model: "customer".into(),
+            source: "s".into(),
             op,
             key: json!({"metadata.remix_id": id}),
             data: (op == Op::Upsert).then(|| {

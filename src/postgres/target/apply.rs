@@ -523,6 +523,7 @@ mod tests {
             offset: 1,
             timestamp_ms: 0,
             model: "order".into(),
+            source: "s".into(),
             op: Op::Upsert,
             key: json!({"order_id": 7}),
             data: json!({"order_id": 7, "note": 12.5, "doc": "text", "tags": ["a\"b", null, "c\\d"], "blob": "AAE="})
@@ -590,6 +591,7 @@ mod tests {
             offset: 1,
             timestamp_ms: 0,
             model: "order".into(),
+            source: "s".into(),
             op: Op::Upsert,
             key: json!({"order_id": id}),
             // The key comes from `key` when `data` lacks it.

@@ -178,6 +178,7 @@ mod tests {
             offset,
             timestamp_ms: 0,
             model: "m".into(),
+            source: "s".into(),
             op,
             key: json!({ "id": id }),
             data: data.as_object().cloned().map(Fields::Map),

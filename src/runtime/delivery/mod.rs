@@ -9,6 +9,7 @@ pub mod collapse;
 mod control;
 pub mod handle;
 mod limiter;
+pub mod message;
 mod remix_out;
 pub mod worker;
 
@@ -27,6 +28,8 @@ pub struct Item {
     pub offset: u64,
     pub timestamp_ms: u64,
     pub model: String,
+    /// The source that logged the change.
+    pub source: String,
     pub op: Op,
     /// The key in the target's field names (`{"order_id": 7}`); `null` for a truncate.
     pub key: Value,

@@ -21,7 +21,7 @@ pub(super) fn remix_out(
     if change.op == Op::Truncate && truncate == TruncatePolicy::Ignore {
         return Ok(None);
     }
-    let ChangeBody { model, op, key, data, unchanged, .. } = change;
+    let ChangeBody { source, model, op, key, data, unchanged, .. } = change;
     let mut errors = Vec::new();
     let mut note = |e: Vec<crate::mapping::MappingError>| {
         errors.extend(e.into_iter().map(|e| FieldError { path: format!("/{}", e.field), message: e.message }))
@@ -57,6 +57,7 @@ pub(super) fn remix_out(
         timestamp_ms: record.timestamp_ms,
         unchanged: mapping.map_field_names(&unchanged),
         model,
+        source,
         op,
         key,
         data,

@@ -45,13 +45,19 @@
 //!    the evidence; a case that cannot apply says why from the adapter (printed, never silent).
 
 pub mod cases;
+pub mod daemon;
 pub mod gate;
+pub mod messages;
 pub mod model;
 
 mod http;
 mod jsonl;
 mod object_store;
+#[cfg(feature = "nats")]
+mod nats;
 mod postgres;
+#[cfg(feature = "redis")]
+mod redis_streams;
 mod stripe;
 mod stripe_api;
 
