@@ -18,6 +18,8 @@ pub mod util;
 pub mod http;
 #[cfg(feature = "jsonl")]
 pub mod jsonl;
+#[cfg(feature = "mysql")]
+pub mod mysql;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "stripe")]

@@ -132,9 +132,17 @@ impl MyServer {
             server_id,
         };
         server.guardian = spawn_guardian(&server.root);
+        // A temp directory of its own: parallel bootstraps in one /tmp clash on temp table names.
+        let tmp = server.root.join("tmp");
+        fs::create_dir(&tmp).unwrap_or_else(|e| panic!("remix-mytest: cannot create {}: {e}", tmp.display()));
+        if let Some(account) = run_as() {
+            chown(&tmp, Some(account.uid), Some(account.gid))
+                .unwrap_or_else(|e| panic!("remix-mytest: cannot chown {}: {e}", tmp.display()));
+        }
         let out = my_command(binary("mariadb-install-db"), &server.root)
             .arg("--no-defaults")
             .arg(format!("--datadir={}", server.data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .args(["--auth-root-authentication-method=normal", "--skip-test-db", "--skip-name-resolve"])
             .output()
             .unwrap_or_else(|e| panic!("remix-mytest: cannot run mariadb-install-db: {e}"));
@@ -274,6 +282,7 @@ impl MyServer {
         cmd.arg("--no-defaults")
             .arg(format!("--datadir={}", self.data.display()))
             .arg(format!("--socket={}", self.socket.display()))
+            .arg(format!("--tmpdir={}", self.root.join("tmp").display()))
             .arg(format!("--pid-file={}", self.root.join("mariadbd.pid").display()))
             .arg(format!("--log-error={}", self.log.display()))
             .arg(format!("--port={}", self.port))

@@ -50,6 +50,7 @@ pub mod model;
 
 mod http;
 mod jsonl;
+mod mysql;
 mod postgres;
 mod stripe;
 mod stripe_api;
