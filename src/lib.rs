@@ -24,6 +24,8 @@ pub mod jsonl;
 pub mod object_store;
 #[cfg(feature = "nats")]
 pub mod nats;
+#[cfg(feature = "mysql")]
+pub mod mysql;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "redis")]

@@ -21,6 +21,8 @@ pub static TARGETS: &[&TargetKind] = &[
     &crate::http::config::KIND,
     #[cfg(feature = "postgres")]
     &crate::postgres::config::TARGET,
+    #[cfg(feature = "mysql")]
+    &crate::mysql::config::TARGET,
     #[cfg(feature = "stripe")]
     &crate::stripe::config::TARGET,
     #[cfg(feature = "blackhole")]

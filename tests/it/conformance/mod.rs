@@ -55,6 +55,7 @@ mod jsonl;
 mod object_store;
 #[cfg(feature = "nats")]
 mod nats;
+mod mysql;
 mod postgres;
 #[cfg(feature = "redis")]
 mod redis_streams;
