@@ -134,6 +134,10 @@ fn defaults() {
     assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
     assert_eq!(c.admin.listen, DEFAULT_ADMIN_LISTEN);
     assert_eq!(c.log, LogConfig { segment_bytes: 128 << 20, retention: RetentionConfig::default() });
+    assert_eq!(c.ingest, IngestConfig { memory_bytes_max: 64 << 20, wait: Duration::from_secs(5) });
+    let set = text.replacen("models:", "ingest: { memory_bytes_max: 32MiB, wait_ms: 250 }\nmodels:", 1);
+    let c = load_text(&set).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.ingest, IngestConfig { memory_bytes_max: 32 << 20, wait: Duration::from_millis(250) });
     let Some(pg) = &c.sources[0].downcast::<crate::postgres::config::PostgresSource>() else { panic!() };
     assert_eq!(
         (pg.slot.as_str(), pg.publication.as_str(), pg.snapshot),
@@ -336,6 +340,15 @@ fn each_mistake_is_reported_with_its_path() {
             "invalid size 'lots'",
         ),
         ("models:", "log: { segment_bytes: 1KiB }\nmodels:", "log.segment_bytes", "must be at least 64KiB"),
+        (
+            "models:",
+            "ingest: { memory_bytes_max: 1KiB }\nmodels:",
+            "ingest.memory_bytes_max",
+            "must be at least 64KiB",
+        ),
+        ("models:", "ingest: { memory_max: 1GiB }\nmodels:", "ingest.memory_max", "unknown key 'memory_max'"),
+        ("models:", "ingest: { wait_ms: 600000 }\nmodels:", "ingest.wait_ms", "must be at most 60000"),
+        ("models:", "ingest: { wait_ms: soon }\nmodels:", "ingest.wait_ms", "invalid type"),
         (
             "models:",
             "log: { retention: { min_age: 7 days } }\nmodels:",

@@ -16,7 +16,9 @@
 //!   letter is open), then 200, since Stripe would otherwise retry it for days;
 //! - an event older than the newest one logged for the same model key: 200, nothing logged
 //!   ([`order`] documents the rule);
-//! - the log cannot accept (disk full, shutting down): 503 with `Retry-After`, and Stripe retries.
+//! - the log cannot accept (disk full, shutting down), or the ingest memory budget has no room for
+//!   the request within its wait (a burst; the body is read only once it has room): 503 with
+//!   `Retry-After`, and Stripe retries.
 //!
 //! **Catch-up** ([`catch_up`]): at start (when the log holds an event of this source) and on demand
 //! (`remix source catch-up NAME`), the Events API is read from a little before the newest event the
@@ -31,8 +33,8 @@ use crate::runtime::ingest::indexes::{Claim, ClaimGuard, IdempotencyKey};
 use crate::runtime::ingest::remix_in::Origin;
 use crate::runtime::ingest::{remix_in, AppendError, RemixOutcome};
 use crate::runtime::ingest::{ChangeBatch, Ingest};
-use axum::body::Bytes;
-use axum::extract::DefaultBodyLimit;
+use crate::runtime::serve::read_body;
+use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
@@ -45,7 +47,7 @@ use std::time::Duration;
 /// Seconds a 503 asks Stripe to wait.
 const RETRY_AFTER_SECONDS: u64 = 5;
 /// Stripe's event bodies are small; anything beyond this is not an event.
-const BODY_BYTES_MAX: usize = 4 << 20;
+const BODY_BYTES_MAX: u64 = 4 << 20;
 /// Timeout of one call to the Stripe API.
 const API_TIMEOUT: Duration = Duration::from_secs(30);
 /// `newest_created` before any event is known.
@@ -207,31 +209,23 @@ impl StripeHandle {
     /// The webhook route, to be merged into the server of the source's listen address.
     pub fn router(&self) -> Router {
         let handle = self.clone();
-        let handler = axum::routing::post(
-            move |headers: HeaderMap, body: Result<Bytes, axum::extract::rejection::BytesRejection>| {
-                let handle = handle.clone();
-                async move { handle.webhook(headers, body).await }
-            },
-        );
-        Router::new().route(&self.source().path, handler.layer(DefaultBodyLimit::max(BODY_BYTES_MAX)))
+        let handler = axum::routing::post(move |headers: HeaderMap, body: Body| {
+            let handle = handle.clone();
+            async move { handle.webhook(headers, body).await }
+        });
+        Router::new().route(&self.source().path, handler)
     }
 
-    async fn webhook(
-        &self,
-        headers: HeaderMap,
-        body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-    ) -> Response {
+    async fn webhook(&self, headers: HeaderMap, body: Body) -> Response {
         crate::runtime::serve::counted(self.name(), self.answer(&headers, body).await)
     }
 
-    async fn answer(
-        &self,
-        headers: &HeaderMap,
-        body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-    ) -> Response {
-        let body = match body {
-            Ok(body) => body,
-            Err(rejection) => return error(rejection.status(), rejection.body_text()),
+    async fn answer(&self, headers: &HeaderMap, body: Body) -> Response {
+        // Held until the event is answered: its body, and what it becomes.
+        let memory = self.inner.ingest.memory();
+        let (body, _reservation) = match read_body(memory, headers, body, BODY_BYTES_MAX).await {
+            Ok(read) => read,
+            Err(refused) => return refused.response(),
         };
         let source = self.source();
         let header = headers.get("stripe-signature").map(|v| v.to_str().unwrap_or(""));

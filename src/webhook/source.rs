@@ -23,16 +23,15 @@
 use super::config::{WebhookAuth, WebhookSource};
 use super::encode::{encode, Encoded, Invalid, KeyOf, Pass, Stop};
 use crate::record::{DeadLetter, Op};
-use crate::runtime::ingest::budget::{self, NoRoom, Reservation, BODY_EXPANSION};
+use crate::runtime::ingest::budget::Reservation;
 use crate::runtime::ingest::indexes::{Claim, ClaimGuard, IdempotencyKey, Landed};
 use crate::runtime::ingest::{AppendError, ChangeBatch, Ingest};
-use crate::runtime::serve::{counted, error};
+use crate::runtime::serve::{counted, error, no_room, read_body};
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use futures_util::StreamExt;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -83,13 +82,6 @@ fn unavailable(e: &AppendError) -> Response {
     response
 }
 
-/// 503 with `Retry-After`: no room in the ingest memory budget.
-fn no_room(e: &NoRoom) -> Response {
-    let mut response = error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None);
-    response.headers_mut().insert("retry-after", budget::RETRY_AFTER_SECONDS.into());
-    response
-}
-
 fn stopped(stop: Stop) -> Response {
     match stop {
         Stop::Body(e) => error(StatusCode::BAD_REQUEST, e.to_string(), None),
@@ -108,10 +100,12 @@ fn accepted(offsets: Vec<u64>, duplicate: bool) -> Response {
 
 impl Route {
     async fn answer(self: &Arc<Self>, headers: HeaderMap, body: Body) -> Response {
-        let (body, mut reservation) = match self.read_body(&headers, body).await {
-            Ok(read) => read,
-            Err(response) => return response,
-        };
+        let memory = self.ingest.memory();
+        let (body, mut reservation) =
+            match read_body(memory, &headers, body, self.source.body_bytes_max).await {
+                Ok(read) => read,
+                Err(refused) => return refused.response(),
+            };
         if let Some(response) = self.check_auth(&headers, &body) {
             return response;
         }
@@ -163,36 +157,6 @@ impl Route {
                 self.log_batch(encoded, Vec::new()).await.0
             }
         }
-    }
-
-    /// Reads the body within `body_bytes_max`, having reserved room in the ingest memory budget for
-    /// it and for what it becomes first (a body of unknown length reserves as it arrives).
-    async fn read_body(&self, headers: &HeaderMap, body: Body) -> Result<(Bytes, Reservation), Response> {
-        let limit = self.source.body_bytes_max;
-        let too_large =
-            || error(StatusCode::PAYLOAD_TOO_LARGE, format!("body over the limit of {limit} bytes"), None);
-        let length = headers
-            .get(axum::http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if length.is_some_and(|length| length > limit) {
-            return Err(too_large());
-        }
-        let cost = |bytes: u64| bytes.saturating_mul(BODY_EXPANSION);
-        let memory = self.ingest.memory();
-        let mut reservation = memory.reserve(cost(length.unwrap_or(0))).await.map_err(|e| no_room(&e))?;
-        let mut buffer = bytes::BytesMut::with_capacity(length.unwrap_or(0) as usize);
-        let mut stream = body.into_data_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk =
-                chunk.map_err(|e| error(StatusCode::BAD_REQUEST, format!("reading the body: {e}"), None))?;
-            let read = (buffer.len() + chunk.len()) as u64;
-            if read > limit {
-                return Err(too_large());
-            }
-            reservation.grow_to(cost(read)).await.map_err(|e| no_room(&e))?;
-            buffer.extend_from_slice(&chunk);
-        }
-        Ok((buffer.freeze(), reservation))
     }
 
     /// Runs `pass` over `body`: a large body on a blocking thread (waiting there for more room when it

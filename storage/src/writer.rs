@@ -18,6 +18,9 @@ use crate::log::{Completion, Request, Shared};
 use crate::segment::{create_segment, Segment};
 use std::sync::Arc;
 
+/// The write buffer's capacity kept between groups: room for the largest group of small appends.
+const BUF_KEPT_BYTES_MAX: usize = GROUP_BYTES_MAX * 4;
+
 /// Why a group (or a roll) did not complete.
 enum Failure {
     NoSpace,
@@ -112,6 +115,10 @@ impl Writer {
         self.next_offset = offset;
         self.last_timestamp_ms = timestamp_ms;
         self.shared.publish_durable(offset - 1);
+        // A large append call's buffer is not kept for the groups after it.
+        if self.buf.capacity() > BUF_KEPT_BYTES_MAX {
+            self.buf = Vec::with_capacity(GROUP_BYTES_MAX * 2);
+        }
         Ok(ranges)
     }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 /// The default `ingest.memory_bytes_max`.
-pub const DEFAULT_MEMORY_BYTES_MAX: u64 = 128 << 20;
+pub const DEFAULT_MEMORY_BYTES_MAX: u64 = 64 << 20;
 /// The default `ingest.wait_ms`: how long a request may wait for room.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(5);
 /// Seconds a `503` for lack of memory asks the sender to wait (room frees as requests finish).
