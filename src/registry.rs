@@ -27,6 +27,8 @@ pub static TARGETS: &[&TargetKind] = &[
     &crate::redis::config::TARGET,
     #[cfg(feature = "nats")]
     &crate::nats::config::TARGET,
+    #[cfg(feature = "rabbitmq")]
+    &crate::rabbitmq::config::TARGET,
 ];
 
 pub fn source_kind(kind: &str) -> Option<&'static SourceKind> {

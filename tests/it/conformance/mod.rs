@@ -55,6 +55,8 @@ mod jsonl;
 #[cfg(feature = "nats")]
 mod nats;
 mod postgres;
+#[cfg(feature = "rabbitmq")]
+mod rabbitmq;
 #[cfg(feature = "redis")]
 mod redis_streams;
 mod stripe;
