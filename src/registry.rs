@@ -33,6 +33,8 @@ pub static TARGETS: &[&TargetKind] = &[
     &crate::redis::config::TARGET,
     #[cfg(feature = "nats")]
     &crate::nats::config::TARGET,
+    #[cfg(feature = "rabbitmq")]
+    &crate::rabbitmq::config::TARGET,
 ];
 
 /// The writer of `remix dataset export`, when a dataset format is compiled in.

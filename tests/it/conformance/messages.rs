@@ -5,12 +5,11 @@
 //! (canonical JSON in the message) or `null` (a truncate), and `value` the parsed value or `null` (a
 //! tombstone). Every adapter configures `item` with an output mapping ([`ITEM_FIELDS`]) and reads its
 //! messages into this form, one list per model in arrival order, after applying its own duplicate
-//! rule ([`dedupe_exactly_once`], [`dedupe_stable_id`]).
+//! rule ([`dedupe_exactly_once`]; at least once: keep the first copy of each message id).
 
 use super::model::{canonical, key_fields, normalize, ModelState, ITEM};
 use super::{History, State};
 use serde_json::{json, Map, Value};
-use std::collections::BTreeMap;
 
 /// `item` renamed by the target's mapping: (message field, model field).
 pub const ITEM_FIELDS: [(&str, &str); 5] = [
@@ -146,33 +145,6 @@ pub fn dedupe_exactly_once(history: &History) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// At least once with a stable id: every copy of an offset identical; keeps the first copy. Returns
-/// how many copies were dropped.
-pub fn dedupe_stable_id(history: &mut History) -> Result<usize, String> {
-    let mut dropped = 0;
-    for (stream, messages) in history.iter_mut() {
-        let mut first: BTreeMap<u64, Value> = BTreeMap::new();
-        let mut kept = Vec::with_capacity(messages.len());
-        for m in messages.drain(..) {
-            let offset = m["offset"].as_u64().ok_or_else(|| format!("{stream}: no offset in {m}"))?;
-            match first.get(&offset) {
-                Some(earlier) if *earlier != m => {
-                    return Err(format!(
-                        "{stream}: two different messages for offset {offset}: {earlier} and {m}"
-                    ))
-                }
-                Some(_) => dropped += 1,
-                None => {
-                    first.insert(offset, m.clone());
-                    kept.push(m);
-                }
-            }
-        }
-        *messages = kept;
-    }
-    Ok(dropped)
 }
 
 /// A message's key text parsed back (canonical JSON), `null` when absent.

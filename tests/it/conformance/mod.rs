@@ -57,6 +57,8 @@ mod object_store;
 mod nats;
 mod mysql;
 mod postgres;
+#[cfg(feature = "rabbitmq")]
+mod rabbitmq;
 #[cfg(feature = "redis")]
 mod redis_streams;
 mod stripe;
