@@ -71,6 +71,7 @@ fn items(objects: &[String]) -> Vec<Item> {
                 key: json!({"id": i}),
                 data: Some(Fields::Raw(raw)),
                 unchanged: Vec::new(),
+                source: "hooks".into(),
             }
         })
         .collect()
@@ -96,7 +97,7 @@ fn ours(items: &[Item], dir: &std::path::Path) -> Duration {
         common: TargetCommon {
             name: "bench".into(),
             rate_limit: None,
-            batch: BatchConfig { records_max: 1000, linger: Duration::ZERO },
+            batch: BatchConfig { records_max: Some(1000), linger: Duration::ZERO },
             on_error: OnError::Pause,
             truncate: TruncatePolicy::Apply,
         },

@@ -20,12 +20,12 @@ pub mod blackhole;
 pub mod http;
 #[cfg(feature = "jsonl")]
 pub mod jsonl;
-#[cfg(feature = "object_store")]
-pub mod object_store;
-#[cfg(feature = "nats")]
-pub mod nats;
 #[cfg(feature = "mysql")]
 pub mod mysql;
+#[cfg(feature = "nats")]
+pub mod nats;
+#[cfg(feature = "object_store")]
+pub mod object_store;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "rabbitmq")]

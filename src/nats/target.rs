@@ -251,6 +251,7 @@ impl Target for NatsTarget {
             collapse: false,
             guarantee: Guarantee::OffsetNamed,
             batch_records_max: BATCH_RECORDS_MAX,
+            batch_records_default: BATCH_RECORDS_MAX,
         }
     }
 

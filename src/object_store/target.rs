@@ -409,7 +409,12 @@ impl ObjectStoreTarget {
 
 impl Target for ObjectStoreTarget {
     fn capabilities(&self) -> Capabilities {
-        Capabilities { collapse: false, guarantee: Guarantee::OffsetNamed, batch_records_max: 100_000 }
+        Capabilities {
+            collapse: false,
+            guarantee: Guarantee::OffsetNamed,
+            batch_records_max: 100_000,
+            batch_records_default: 20_000,
+        }
     }
 
     async fn open(&mut self, cursor: u64) -> Result<u64, TargetError> {

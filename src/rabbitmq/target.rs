@@ -212,6 +212,7 @@ impl Target for RabbitmqTarget {
             collapse: false,
             guarantee: Guarantee::AtLeastOnceStableId,
             batch_records_max: BATCH_RECORDS_MAX,
+            batch_records_default: BATCH_RECORDS_MAX,
         }
     }
 

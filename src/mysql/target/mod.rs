@@ -540,7 +540,12 @@ impl MyTarget {
 
 impl Target for MyTarget {
     fn capabilities(&self) -> Capabilities {
-        Capabilities { collapse: true, guarantee: Guarantee::CursorInTarget, batch_records_max: 100_000 }
+        Capabilities {
+            collapse: true,
+            guarantee: Guarantee::CursorInTarget,
+            batch_records_max: 100_000,
+            batch_records_default: 20_000,
+        }
     }
 
     async fn open(&mut self, _cursor: u64) -> Result<u64, TargetError> {

@@ -19,7 +19,7 @@ fn config(dir: &FsPath, format: Format, rows_max: u64) -> Config {
         common: TargetCommon {
             name: "lake".into(),
             rate_limit: None,
-            batch: BatchConfig { records_max: 100, linger: Duration::ZERO },
+            batch: BatchConfig { records_max: Some(100), linger: Duration::ZERO },
             on_error: OnError::Pause,
             truncate: TruncatePolicy::Apply,
         },
@@ -58,6 +58,7 @@ fn upsert(offset: u64, model: &str, id: u64) -> Item {
         key: json!({"id": id}),
         data: data.as_object().cloned().map(Fields::Map),
         unchanged: Vec::new(),
+        source: "hooks".into(),
     }
 }
 

@@ -52,10 +52,10 @@ pub mod model;
 
 mod http;
 mod jsonl;
-mod object_store;
+mod mysql;
 #[cfg(feature = "nats")]
 mod nats;
-mod mysql;
+mod object_store;
 mod postgres;
 #[cfg(feature = "rabbitmq")]
 mod rabbitmq;
