@@ -50,7 +50,7 @@ pub mod model;
 
 mod http;
 mod jsonl;
-mod object_store;
+pub mod object_store;
 mod postgres;
 mod stripe;
 mod stripe_api;
