@@ -164,6 +164,9 @@ impl Drop for Seaweed {
     }
 }
 
+/// A committed row and its model.
+type Row = (String, Map<String, Value>);
+
 #[derive(Debug)]
 enum Backend {
     S3 { server: Seaweed, gate: Gate },
@@ -204,7 +207,7 @@ impl ObjectStore {
     }
 
     /// Every committed row, by model, in shard and row order (pyarrow).
-    fn rows(&self) -> Result<Vec<(String, Map<String, Value>)>, String> {
+    fn rows(&self) -> Result<Vec<Row>, String> {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/conformance/object_store_read.py");
         let mut command = Command::new(test_bin("python"));
         command.arg(script);
