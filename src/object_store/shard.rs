@@ -389,6 +389,17 @@ fn encode_row(out: &mut Vec<u8>, item: &Item, json_text: &[String], time: TimeSt
         }
     };
     match (item.op, &item.data) {
+        // The logged object's text as is (serde_json's compact output), when no field is rewritten.
+        (Op::Upsert, Some(Fields::Raw(raw))) if json_text.is_empty() => {
+            let text = raw.get().trim();
+            if let Some(inner) = text.strip_prefix('{').filter(|t| t.trim() != "}") {
+                out.push(b',');
+                out.extend_from_slice(inner.as_bytes());
+            } else {
+                out.push(b'}');
+            }
+            return;
+        }
         (Op::Upsert, Some(data)) => data.for_each(&mut field),
         (Op::Truncate, _) => {}
         _ => {
@@ -398,4 +409,30 @@ fn encode_row(out: &mut Vec<u8>, item: &Item, json_text: &[String], time: TimeSt
         }
     }
     out.push(b'}');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_raw_object_is_spliced_exactly_as_its_fields_would_be_written() {
+        for text in [r#"{"a":1,"b":"x\"y","c":{"d":[1,2]}}"#, "{}"] {
+            let map: serde_json::Map<String, Value> = serde_json::from_str(text).unwrap();
+            let raw = serde_json::value::RawValue::from_string(text.to_owned()).unwrap();
+            let item = |data| Item {
+                offset: 7,
+                timestamp_ms: 1,
+                model: "m".into(),
+                op: Op::Upsert,
+                key: serde_json::json!({"a": 1}),
+                data: Some(data),
+                unchanged: vec!["z".into()],
+            };
+            let (mut spliced, mut written) = (Vec::new(), Vec::new());
+            encode_row(&mut spliced, &item(Fields::Raw(raw)), &[], TimeStyle::Micros);
+            encode_row(&mut written, &item(Fields::Map(map)), &[], TimeStyle::Micros);
+            assert_eq!(String::from_utf8(spliced).unwrap(), String::from_utf8(written).unwrap());
+        }
+    }
 }

@@ -3,6 +3,7 @@
 mod architecture;
 mod bad_input;
 mod conformance;
+mod dataset_export;
 mod golden;
 mod kill9;
 mod log_cli;

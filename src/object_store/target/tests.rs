@@ -257,7 +257,7 @@ async fn straddling_rewind_goes_back_to_the_shard_start_and_rewrites_the_same_sh
     let before = contents(tmp.path());
     let effective = t.rewind(20).await.unwrap();
     assert!(effective <= 20);
-    for ((model, name), _) in &before {
+    for (model, name) in before.keys() {
         let span = Span::parse(name, "parquet").unwrap().0;
         assert_eq!(tmp.path().join(model).join(name).exists(), span.last <= 20, "{model}/{name}");
     }

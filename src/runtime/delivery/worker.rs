@@ -141,6 +141,16 @@ impl<T: Target> Worker<T> {
     /// Opens the target, settles the cursor, carries out a pending rewind. `None`: shut down.
     async fn start(&mut self) -> Option<Reader> {
         let local = self.cursor();
+        let control = crate::runtime::state::load_control(self.context.state.as_ref(), self.name()).await;
+        let control = control.unwrap_or_else(|e| {
+            tracing::error!(target = %self.name(), "{e}; starting unpaused");
+            Default::default()
+        });
+        // A rewind recorded while the node was stopped: the cursor shown is the rewind point from
+        // the start (opening a target can take a while), never the old one.
+        if let Some(to) = control.rewind_to {
+            self.shared.lock().unwrap_or_else(|e| e.into_inner()).cursor = local.min(to);
+        }
         let mut backoff = super::backoff::Backoff::default();
         let opened = loop {
             match self.target.open(local).await {
@@ -161,20 +171,27 @@ impl<T: Target> Worker<T> {
             self.wait_forever().await;
             return None;
         }
-        if let Err(e) = self.store_cursor(cursor).await {
+        let stored = match control.rewind_to {
+            // Stored by the rewind below.
+            Some(to) => {
+                self.shared.lock().unwrap_or_else(|e| e.into_inner()).cursor = cursor.min(to);
+                Ok(())
+            }
+            None => self.store_cursor(cursor).await,
+        };
+        if let Err(e) = stored {
             self.set(RunState::Failed, Some(e.to_string()));
             return None;
         }
         self.applied_through = cursor;
-        let control = crate::runtime::state::load_control(self.context.state.as_ref(), self.name()).await;
-        let control = control.unwrap_or_else(|e| {
-            tracing::error!(target = %self.name(), "{e}; starting unpaused");
-            Default::default()
-        });
         self.paused = control.paused;
         if let Some(to) = control.rewind_to {
             if let Err(e) = self.rewind(super::handle::RewindTo::Offset(to)).await {
                 self.set(RunState::Failed, Some(crate::error_chain(&e)));
+                // Not rewound: the target's own cursor stands.
+                if let Err(e) = self.store_cursor(cursor).await {
+                    tracing::error!(target = %self.name(), "{e}");
+                }
             }
         }
         if self.paused {

@@ -55,7 +55,7 @@ mod jsonl;
 mod mysql;
 #[cfg(feature = "nats")]
 mod nats;
-mod object_store;
+pub mod object_store;
 mod postgres;
 #[cfg(feature = "rabbitmq")]
 mod rabbitmq;
