@@ -6,6 +6,7 @@ mod conformance;
 mod golden;
 mod kill9;
 mod log_cli;
+mod my_source;
 mod observability;
 mod pg_crash;
 mod pg_doctor;
