@@ -222,15 +222,14 @@ fn kill9_during_streaming_loses_and_repeats_nothing() {
     node.start_live();
     wait_for("the snapshot", || node.snapshot_done("maria").then_some(()));
     for _ in 0..11 {
-        node.start_live();
         std::thread::sleep(Duration::from_millis(rng.range(300..=1500)));
         node.kill9();
+        node.start_live();
     }
     let rounds = {
         stop.store(true, Ordering::Relaxed);
         writer.join().unwrap()
     };
-    node.start_live();
     wait_equal(&node, &my, "items", &["id", "name", "qty", "note"]);
     // No streamed change twice in the log (snapshot rows repeat when a snapshot was redone).
     let out = node.cli(&["log", "dump", "--json"]);
