@@ -8,6 +8,8 @@ use crate::connector::{SourceKind, TargetKind};
 pub static SOURCES: &[&SourceKind] = &[
     #[cfg(feature = "postgres")]
     &crate::postgres::config::SOURCE,
+    #[cfg(feature = "mysql")]
+    &crate::mysql::config::SOURCE,
     &crate::webhook::config::KIND,
     #[cfg(feature = "stripe")]
     &crate::stripe::config::SOURCE,

@@ -109,14 +109,11 @@ impl MyServer {
             "--default-time-zone=+00:00".to_string(),
         ];
         if !options.no_binlog {
-            args.extend(
-                [
-                    format!("--log-bin={}", data.join("binlog").display()),
-                    "--binlog-format=ROW".into(),
-                    "--binlog-row-image=FULL".into(),
-                ]
-                .into_iter(),
-            );
+            args.extend([
+                format!("--log-bin={}", data.join("binlog").display()),
+                "--binlog-format=ROW".into(),
+                "--binlog-row-image=FULL".into(),
+            ]);
         }
         args.extend(options.args.iter().cloned());
         let mut server = MyServer {

@@ -35,6 +35,7 @@ fn sections() -> Vec<(String, Vec<&'static str>)> {
         // Sub-sections the kinds read themselves.
         ("webhook_auth".into(), crate::webhook::config::RawWebhookAuth::KEYS.to_vec()),
         ("postgres_target_model".into(), crate::postgres::config::RawPgTargetModel::KEYS.to_vec()),
+        ("mysql_target_model".into(), crate::mysql::config::RawMyTargetModel::KEYS.to_vec()),
         ("stripe_target_model".into(), crate::stripe::config::RawStripeTargetModel::KEYS.to_vec()),
     ];
     for kind in crate::registry::SOURCES {

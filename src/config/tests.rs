@@ -223,7 +223,7 @@ fn each_mistake_is_reported_with_its_path() {
             "kind: webhook",
             "kind: hook",
             "sources[0].kind",
-            "unknown source kind 'hook' (expected postgres, webhook or stripe)",
+            "unknown source kind 'hook' (expected postgres, mysql, webhook or stripe)",
         ),
         ("- name: hooks\n    kind: webhook", "- kind: webhook", "sources[0].name", "required key is missing"),
         ("name: hooks", "name: Hooks", "sources[0].name", "invalid name 'Hooks'"),

@@ -199,7 +199,9 @@ pub(super) async fn check_source(my: &MySource, report: &mut Report) {
     ];
     for (name, wanted, check, fix) in settings {
         match variable(&mut c, name).await {
-            Some(v) if v.eq_ignore_ascii_case(wanted) => report.ok(&subject, check, v),
+            Some(v) if v.eq_ignore_ascii_case(wanted) || (wanted == "1" && v.eq_ignore_ascii_case("ON")) => {
+                report.ok(&subject, check, v)
+            }
             other => report.add(
                 &subject,
                 check,

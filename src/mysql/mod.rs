@@ -7,3 +7,4 @@ pub mod conn;
 mod doctor;
 pub mod source;
 pub mod target;
+pub mod types;

@@ -8,6 +8,7 @@ mod golden;
 mod kill9;
 mod log_cli;
 mod memory;
+mod my_source;
 mod observability;
 mod pg_crash;
 mod pg_doctor;

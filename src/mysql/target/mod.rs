@@ -113,6 +113,9 @@ struct Column {
     name: String,
     quoted: String,
     encoding: Encoding,
+    /// `?`, or `CONVERT(? USING utf8mb4)` for text columns in another charset (a bound string is
+    /// taken as bytes, which such a column would store unconverted).
+    placeholder: &'static str,
 }
 
 impl Table {
@@ -122,11 +125,11 @@ impl Table {
             .iter()
             .map(|spec| {
                 let real = info.column(&spec.name).expect("checked");
-                Column {
-                    name: spec.name.clone(),
-                    quoted: quote(&spec.name),
-                    encoding: Encoding::of(&real.data_type, real.json),
-                }
+                let encoding = Encoding::of(&real.data_type, real.json);
+                let utf8 = real.charset.as_deref().is_none_or(|c| c.starts_with("utf8") || c == "binary");
+                let placeholder =
+                    if encoding == Encoding::Text && !utf8 { "CONVERT(? USING utf8mb4)" } else { "?" };
+                Column { name: spec.name.clone(), quoted: quote(&spec.name), encoding, placeholder }
             })
             .collect();
         let key: Vec<usize> =
@@ -144,7 +147,8 @@ impl Table {
 
     fn upsert_sql(&self, cols: &[usize], rows: usize) -> String {
         let names: Vec<&str> = cols.iter().map(|&c| self.columns[c].quoted.as_str()).collect();
-        let row = format!("({})", vec!["?"; cols.len()].join(", "));
+        let marks: Vec<&str> = cols.iter().map(|&c| self.columns[c].placeholder).collect();
+        let row = format!("({})", marks.join(", "));
         let mut set = Vec::new();
         if self.guard {
             let first = &self.columns[self.key[0]].quoted;
@@ -175,10 +179,16 @@ impl Table {
 
     fn delete_sql(&self, rows: usize) -> String {
         let names: Vec<&str> = self.key.iter().map(|&c| self.columns[c].quoted.as_str()).collect();
+        let marks: Vec<&str> = self.key.iter().map(|&c| self.columns[c].placeholder).collect();
         if names.len() == 1 {
-            format!("DELETE FROM {} WHERE {} IN ({})", self.qualified, names[0], vec!["?"; rows].join(", "))
+            format!(
+                "DELETE FROM {} WHERE {} IN ({})",
+                self.qualified,
+                names[0],
+                vec![marks[0]; rows].join(", ")
+            )
         } else {
-            let row = format!("({})", vec!["?"; names.len()].join(", "));
+            let row = format!("({})", marks.join(", "));
             format!(
                 "DELETE FROM {} WHERE ({}) IN ({})",
                 self.qualified,
@@ -636,7 +646,12 @@ mod tests {
     use super::*;
 
     fn table(guard: bool) -> Table {
-        let column = |name: &str, encoding| Column { name: name.into(), quoted: quote(name), encoding };
+        let column = |name: &str, encoding| Column {
+            name: name.into(),
+            quoted: quote(name),
+            encoding,
+            placeholder: "?",
+        };
         Table {
             qualified: "`shop`.`lines`".into(),
             columns: vec![

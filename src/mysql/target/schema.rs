@@ -287,6 +287,8 @@ pub struct ColumnInfo {
     pub generated: bool,
     /// A JSON column (MySQL's type, or MariaDB's `LONGTEXT` with a `json_valid` check).
     pub json: bool,
+    /// `CHARACTER_SET_NAME` (text columns).
+    pub charset: Option<String>,
 }
 
 /// A real table, as far as a target cares.
@@ -309,10 +311,10 @@ pub async fn inspect(
     database: &str,
     table: &str,
 ) -> Result<Option<TableInfo>, mysql_async::Error> {
-    type Row = (String, String, String, String, Option<String>, String);
+    type Row = (String, String, String, String, Option<String>, String, Option<String>);
     let rows: Vec<Row> = conn
         .exec(
-            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, COLUMN_DEFAULT, EXTRA \
+            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, COLUMN_DEFAULT, EXTRA, CHARACTER_SET_NAME \
              FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
             (database, table),
         )
@@ -330,7 +332,7 @@ pub async fn inspect(
         .unwrap_or_default();
     let columns = rows
         .into_iter()
-        .map(|(name, data_type, column_type, nullable, default, extra)| {
+        .map(|(name, data_type, column_type, nullable, default, extra, charset)| {
             let extra = extra.to_ascii_lowercase();
             let json_check = format!("json_valid({})", quote(&name));
             let json = data_type.eq_ignore_ascii_case("json")
@@ -343,6 +345,7 @@ pub async fn inspect(
                 column_type: column_type.to_ascii_lowercase(),
                 name,
                 json,
+                charset,
             }
         })
         .collect();
@@ -448,16 +451,17 @@ fn compatible(json: JsonType, column: &ColumnInfo) -> bool {
         t,
         "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" | "enum" | "set" | "json"
     );
-    let temporal = matches!(t, "datetime" | "timestamp" | "date" | "time");
+    let temporal = matches!(t, "datetime" | "timestamp" | "date" | "time" | "year");
     let binary = matches!(t, "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob");
     match json {
         JsonType::Integer => numeric || text,
         JsonType::Number => matches!(t, "decimal" | "float" | "double" | "real" | "numeric") || text,
         JsonType::Boolean => integer || text,
-        JsonType::String | JsonType::Uuid => text || temporal || numeric || binary,
+        JsonType::Uuid => text || binary,
         JsonType::Timestamp | JsonType::Date => text || temporal,
-        JsonType::Json => text,
-        JsonType::Null => true,
+        // Strings and mixed values (a BIGINT UNSIGNED beyond i64 is a string, DECIMAL is exact text):
+        // the server judges each value in strict mode.
+        JsonType::String | JsonType::Json | JsonType::Null => true,
     }
 }
 
