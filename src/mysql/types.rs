@@ -145,7 +145,7 @@ fn fraction(micros: u32, digits: usize) -> String {
 }
 
 /// A value of the text protocol (the snapshot's `SELECT`).
-pub fn from_text(kind: &Kind, value: &Sql) -> Result<Value, String> {
+pub fn from_text(kind: &Kind, value: &Sql) -> Result<Value, crate::mysql::Refusal> {
     let bytes = match value {
         Sql::NULL => return Ok(Value::Null),
         Sql::Bytes(b) => b.as_slice(),
@@ -201,7 +201,7 @@ fn json_doc(text: &str) -> Value {
 }
 
 /// A value of a binary log row image.
-pub fn from_binary(kind: &Kind, value: Sql) -> Result<Value, String> {
+pub fn from_binary(kind: &Kind, value: Sql) -> Result<Value, crate::mysql::Refusal> {
     Ok(match (kind, value) {
         (_, Sql::NULL) => Value::Null,
         (Kind::Int { bits, unsigned }, Sql::Int(i)) => {
@@ -271,7 +271,7 @@ pub fn from_binary(kind: &Kind, value: Sql) -> Result<Value, String> {
             Value::String(if *pad_trim { s.trim_end_matches(' ').to_owned() } else { s })
         }
         (kind, Sql::Bytes(b)) => from_text(kind, &Sql::Bytes(b))?,
-        (kind, other) => return Err(format!("unexpected value {other:?} for a {kind:?} column")),
+        (kind, other) => return Err(format!("unexpected value {other:?} for a {kind:?} column").into()),
     })
 }
 

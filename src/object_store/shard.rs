@@ -428,6 +428,7 @@ mod tests {
                 key: serde_json::json!({"a": 1}),
                 data: Some(data),
                 unchanged: vec!["z".into()],
+                source: "s".into(),
             };
             let (mut spliced, mut written) = (Vec::new(), Vec::new());
             encode_row(&mut spliced, &item(Fields::Raw(raw)), &[], TimeStyle::Micros);

@@ -199,7 +199,7 @@ impl Table {
     }
 
     /// An item's values for `cols`: its `data` field, else its `key` field, else `NULL`.
-    fn row(&self, cols: &[usize], item: &Item, out: &mut Vec<Sql>) -> Result<usize, String> {
+    fn row(&self, cols: &[usize], item: &Item, out: &mut Vec<Sql>) -> Result<usize, crate::mysql::Refusal> {
         let mut found: Vec<Option<FieldValue<'_>>> = vec![None; cols.len()];
         if let Some(data) = &item.data {
             data.for_each(|field, value| {
@@ -239,7 +239,7 @@ impl MyTarget {
             let db = output.database.clone().or_else(|| url.database.clone()).ok_or_else(|| {
                 refuse(format!("table {} names no database, and neither does the url", output.table))
             })?;
-            plans.insert(model_name.clone(), schema::plan(model, output, &db).map_err(refuse)?);
+            plans.insert(model_name.clone(), schema::plan(model, output, &db).map_err(|e| refuse(e.0))?);
         }
         let cursor_db = url
             .database
@@ -479,7 +479,7 @@ impl MyTarget {
         let mut params = Vec::new();
         let (mut rows, mut bytes) = (0, 0);
         for item in group {
-            let n = table.row(cols, item, &mut params).map_err(|e| Failure::Permanent(e, None))?;
+            let n = table.row(cols, item, &mut params).map_err(|e| Failure::Permanent(e.0, None))?;
             rows += 1;
             bytes += n;
             if rows == rows_max || bytes >= self.statement_bytes {
@@ -616,7 +616,7 @@ pub async fn verify(
         let plan = match schema::plan(model, output, db) {
             Ok(plan) => plan,
             Err(message) => {
-                out.push((name, schema::Problem { message, fix: None }));
+                out.push((name, schema::Problem { message: message.0, fix: None }));
                 continue;
             }
         };

@@ -100,7 +100,7 @@ pub fn plan(
     model: &Model,
     output: &crate::mysql::config::TableOutput,
     database: &str,
-) -> Result<TablePlan, String> {
+) -> Result<TablePlan, crate::mysql::Refusal> {
     let required: BTreeSet<&str> = model.required().into_iter().collect();
     let key_fields = model.key_fields();
     let mut columns = Vec::new();
@@ -146,7 +146,8 @@ pub fn plan(
                      `{field}: {field}`)",
                     model.name(),
                     output.display_name()
-                ))
+                )
+                .into())
             }
         }
     }

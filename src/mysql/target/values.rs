@@ -41,7 +41,7 @@ impl Encoding {
 }
 
 /// A field's value as a parameter for a column of `encoding`; `Err` says why it cannot be one.
-pub fn encode_field(value: Option<FieldValue<'_>>, encoding: Encoding) -> Result<Sql, String> {
+pub fn encode_field(value: Option<FieldValue<'_>>, encoding: Encoding) -> Result<Sql, crate::mysql::Refusal> {
     match value {
         None => Ok(Sql::NULL),
         Some(FieldValue::Parsed(v)) => encode(v, encoding),
@@ -52,7 +52,7 @@ pub fn encode_field(value: Option<FieldValue<'_>>, encoding: Encoding) -> Result
     }
 }
 
-pub fn encode(value: &Value, encoding: Encoding) -> Result<Sql, String> {
+pub fn encode(value: &Value, encoding: Encoding) -> Result<Sql, crate::mysql::Refusal> {
     let text = |s: &str| Sql::Bytes(s.as_bytes().to_vec());
     Ok(match (value, encoding) {
         (Value::Null, _) => Sql::NULL,
