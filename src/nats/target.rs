@@ -24,7 +24,8 @@
 use super::config;
 use crate::error_chain;
 use crate::runtime::delivery::message::{
-    message, op_name, MessageFormat, Template, HEADER_MODEL, HEADER_OFFSET, HEADER_OP, HEADER_TARGET,
+    self, message, message_id, op_name, MessageFormat, Template, HEADER_MODEL, HEADER_OFFSET, HEADER_OP,
+    HEADER_TARGET,
 };
 use crate::runtime::delivery::{Batch, Capabilities, Guarantee, Target, TargetError};
 use crate::runtime::state::{StateKey, StateStore};
@@ -36,8 +37,7 @@ use std::time::Duration;
 
 /// The header holding the message key.
 pub const HEADER_KEY: &str = "remix-key";
-/// The header holding the rewind generation (absent for 0).
-pub const HEADER_GENERATION: &str = "remix-generation";
+pub use crate::runtime::delivery::message::HEADER_GENERATION;
 /// The most messages one apply takes.
 pub const BATCH_RECORDS_MAX: usize = 10_000;
 /// How long connecting may take.
@@ -68,11 +68,6 @@ pub struct NatsTarget {
 struct Position {
     last_sequence: u64,
     offset: u64,
-}
-
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
-struct Journal {
-    generation: u64,
 }
 
 impl NatsTarget {
@@ -171,12 +166,7 @@ impl NatsTarget {
     }
 
     async fn store_generation(&self) -> Result<(), TargetError> {
-        let bytes =
-            serde_json::to_vec(&Journal { generation: self.generation }).expect("a journal serializes");
-        self.state
-            .store(&self.journal, bytes)
-            .await
-            .map_err(|e| TargetError::transient(format!("nats: {e}")).caused_by(e))
+        message::store_generation(&*self.state, &self.journal, "nats", self.generation).await
     }
 
     async fn send(&mut self, batch: &Batch) -> Result<(), TargetError> {
@@ -224,14 +214,6 @@ impl NatsTarget {
     }
 }
 
-/// `<target>:<offset>`, with `:g<G>` in generation `G > 0`.
-fn message_id(target: &str, offset: u64, generation: u64) -> String {
-    match generation {
-        0 => format!("{target}:{offset}"),
-        g => format!("{target}:{offset}:g{g}"),
-    }
-}
-
 async fn confirm(index: usize, ack: jetstream::context::PublishAckFuture) -> Result<(), TargetError> {
     ack.await.map(|_| ()).map_err(|e| publish_error(index, e))
 }
@@ -256,17 +238,7 @@ impl Target for NatsTarget {
     }
 
     async fn open(&mut self, cursor: u64) -> Result<u64, TargetError> {
-        let stored = self
-            .state
-            .load(&self.journal)
-            .await
-            .map_err(|e| TargetError::transient(format!("nats: {e}")).caused_by(e))?;
-        if let Some(bytes) = stored {
-            let journal: Journal = serde_json::from_slice(&bytes).map_err(|e| {
-                TargetError::permanent(None, format!("nats: the {} is not valid: {e}", self.journal))
-            })?;
-            self.generation = journal.generation;
-        }
+        self.generation = message::load_generation(&*self.state, &self.journal, "nats").await?;
         self.position = None;
         let context = self.context().await?;
         let position = self.position(&context).await?;

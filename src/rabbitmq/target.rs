@@ -21,7 +21,8 @@
 use super::config;
 use crate::error_chain;
 use crate::runtime::delivery::message::{
-    message, op_name, MessageFormat, Template, HEADER_MODEL, HEADER_OFFSET, HEADER_OP, HEADER_TARGET,
+    self, message, message_id, op_name, MessageFormat, Template, HEADER_MODEL, HEADER_OFFSET, HEADER_OP,
+    HEADER_TARGET,
 };
 use crate::runtime::delivery::{Batch, Capabilities, Guarantee, Target, TargetError};
 use crate::runtime::state::{StateKey, StateStore};
@@ -34,8 +35,7 @@ use std::sync::Arc;
 
 /// The header holding the message key.
 pub const HEADER_KEY: &str = "remix-key";
-/// The header holding the rewind generation (absent for 0).
-pub const HEADER_GENERATION: &str = "remix-generation";
+pub use crate::runtime::delivery::message::HEADER_GENERATION;
 /// The most messages one apply takes.
 pub const BATCH_RECORDS_MAX: usize = 10_000;
 
@@ -51,11 +51,6 @@ pub struct RabbitmqTarget {
     session: Option<(Connection, Channel)>,
     state: Arc<dyn StateStore>,
     journal: StateKey,
-    generation: u64,
-}
-
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
-struct Journal {
     generation: u64,
 }
 
@@ -116,12 +111,7 @@ impl RabbitmqTarget {
     }
 
     async fn store_generation(&self) -> Result<(), TargetError> {
-        let bytes =
-            serde_json::to_vec(&Journal { generation: self.generation }).expect("a journal serializes");
-        self.state
-            .store(&self.journal, bytes)
-            .await
-            .map_err(|e| TargetError::transient(format!("rabbitmq: {e}")).caused_by(e))
+        message::store_generation(&*self.state, &self.journal, "rabbitmq", self.generation).await
     }
 
     fn properties(
@@ -179,14 +169,6 @@ impl RabbitmqTarget {
     }
 }
 
-/// `<target>:<offset>`, with `:g<G>` in generation `G > 0`.
-fn message_id(target: &str, offset: u64, generation: u64) -> String {
-    match generation {
-        0 => format!("{target}:{offset}"),
-        g => format!("{target}:{offset}:g{g}"),
-    }
-}
-
 /// Waits for a publish's confirm: a nack is transient (the broker could not store it), a message
 /// returned unroutable is permanent (no queue is bound for its routing key).
 async fn confirmed(index: usize, confirm: PublisherConfirm) -> Result<(), TargetError> {
@@ -217,17 +199,7 @@ impl Target for RabbitmqTarget {
     }
 
     async fn open(&mut self, cursor: u64) -> Result<u64, TargetError> {
-        let stored = self
-            .state
-            .load(&self.journal)
-            .await
-            .map_err(|e| TargetError::transient(format!("rabbitmq: {e}")).caused_by(e))?;
-        if let Some(bytes) = stored {
-            let journal: Journal = serde_json::from_slice(&bytes).map_err(|e| {
-                TargetError::permanent(None, format!("rabbitmq: the {} is not valid: {e}", self.journal))
-            })?;
-            self.generation = journal.generation;
-        }
+        self.generation = message::load_generation(&*self.state, &self.journal, "rabbitmq").await?;
         Ok(cursor)
     }
 

@@ -23,6 +23,52 @@ pub const HEADER_OP: &str = "remix-op";
 pub const HEADER_OFFSET: &str = "remix-offset";
 pub const HEADER_TARGET: &str = "remix-target";
 pub const HEADER_MODEL: &str = "remix-model";
+/// The header holding the rewind generation (absent for 0).
+pub const HEADER_GENERATION: &str = "remix-generation";
+
+/// A message's stable id: `<target>:<offset>`, with `:g<G>` in rewind generation `G > 0`.
+pub fn message_id(target: &str, offset: u64, generation: u64) -> String {
+    match generation {
+        0 => format!("{target}:{offset}"),
+        g => format!("{target}:{offset}:g{g}"),
+    }
+}
+
+/// The rewind generation a target keeps in its state-store journal (`{"generation":G}`).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct GenerationJournal {
+    generation: u64,
+}
+
+/// Loads the rewind generation kept under `key` (0 when none); `what` names the target kind.
+pub async fn load_generation(
+    state: &dyn crate::runtime::state::StateStore,
+    key: &crate::runtime::state::StateKey,
+    what: &str,
+) -> Result<u64, super::TargetError> {
+    let stored = state
+        .load(key)
+        .await
+        .map_err(|e| super::TargetError::transient(format!("{what}: {e}")).caused_by(e))?;
+    let Some(bytes) = stored else { return Ok(0) };
+    let journal: GenerationJournal = serde_json::from_slice(&bytes)
+        .map_err(|e| super::TargetError::permanent(None, format!("{what}: the {key} is not valid: {e}")))?;
+    Ok(journal.generation)
+}
+
+/// Stores the rewind generation under `key`.
+pub async fn store_generation(
+    state: &dyn crate::runtime::state::StateStore,
+    key: &crate::runtime::state::StateKey,
+    what: &str,
+    generation: u64,
+) -> Result<(), super::TargetError> {
+    let bytes = serde_json::to_vec(&GenerationJournal { generation }).expect("a journal serializes");
+    state
+        .store(key, bytes)
+        .await
+        .map_err(|e| super::TargetError::transient(format!("{what}: {e}")).caused_by(e))
+}
 
 /// What a message's value holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
