@@ -175,3 +175,50 @@ fn the_storage_crate_knows_nothing_of_the_runtime() {
         assert!(!named, "storage depends on {forbidden}:\n{dependencies}");
     }
 }
+
+/// `cargo tree` of the given packages and edge kinds, as package -> the features it is built with.
+fn resolved_features(
+    args: &[&str],
+) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = std::process::Command::new(cargo)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["tree", "--frozen", "--prefix", "none", "-f", "{p}|{f}"])
+        .args(args)
+        .output()
+        .expect("run cargo tree");
+    assert!(output.status.success(), "cargo tree: {}", String::from_utf8_lossy(&output.stderr));
+    let mut features = std::collections::BTreeMap::<String, std::collections::BTreeSet<String>>::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Some((package, list)) =
+            line.replace(" (*)", "").split_once('|').map(|(p, f)| (p.to_owned(), f.to_owned()))
+        else {
+            continue;
+        };
+        let entry = features.entry(package).or_default();
+        entry.extend(list.split(',').map(str::trim).filter(|f| !f.is_empty()).map(str::to_owned));
+    }
+    features
+}
+
+/// The release binary that `cargo build --bin remix` (the contract smoke test) builds must resolve every
+/// dependency with the features the test build (`cargo test --workspace`) resolved, or CI compiles
+/// parquet, object_store and their dependents twice. Cargo.toml's "Feature unification" list fixes
+/// the differences; this names any new one.
+#[test]
+fn the_binary_and_the_tests_resolve_the_same_features() {
+    let binary = resolved_features(&["-p", "remix", "-e", "normal,build"]);
+    let tests = resolved_features(&["--workspace", "-e", "normal,build,dev"]);
+    let differing: Vec<String> = binary
+        .iter()
+        .filter_map(|(package, features)| {
+            let extra: Vec<&String> = tests.get(package)?.difference(features).collect();
+            (!extra.is_empty()).then(|| format!("{package}: the tests add {extra:?}"))
+        })
+        .collect();
+    assert!(
+        differing.is_empty(),
+        "add these to Cargo.toml's feature unification list:\n{}",
+        differing.join("\n")
+    );
+}
