@@ -57,8 +57,27 @@ fn port() -> String {
     free_addr().rsplit_once(':').unwrap().1.to_owned()
 }
 
+/// What `weed` logs when a port it was given was taken between `port()` and its bind.
+const PORT_TAKEN: &str = "address already in use";
+
+/// Attempts at starting SeaweedFS, each on fresh ports.
+const SEAWEED_START_ATTEMPTS_MAX: usize = 3;
+
 impl Seaweed {
+    /// Starts one, again on other ports when another process took one of them first (free ports are
+    /// picked before `weed` binds them, and tests run in parallel).
     pub fn start() -> Seaweed {
+        for attempt in 1..=SEAWEED_START_ATTEMPTS_MAX {
+            match Seaweed::start_once() {
+                Some(server) => return server,
+                None => eprintln!("SeaweedFS: a port was taken before it bound it (attempt {attempt})"),
+            }
+        }
+        panic!("SeaweedFS did not start in {SEAWEED_START_ATTEMPTS_MAX} attempts: its ports were taken");
+    }
+
+    /// `None` when a port was taken.
+    fn start_once() -> Option<Seaweed> {
         use std::os::unix::process::CommandExt;
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
@@ -112,19 +131,21 @@ impl Seaweed {
         // The S3 port answers first (cheap to poll), then one Python run creates the bucket,
         // retrying while the filer behind the gateway starts.
         let addr = format!("127.0.0.1:{s3}");
+        let port_taken = || std::fs::read_to_string(&log_path).unwrap_or_default().contains(PORT_TAKEN);
         wait_for("SeaweedFS to listen for S3", || {
-            assert!(
-                !std::fs::read_to_string(&log_path).unwrap_or_default().contains("panic:"),
-                "weed failed: {}",
-                std::fs::read_to_string(&log_path).unwrap_or_default()
-            );
-            std::net::TcpStream::connect(&addr).ok().map(drop)
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            assert!(!log.contains("panic:"), "weed failed: {log}");
+            (log.contains(PORT_TAKEN) || std::net::TcpStream::connect(&addr).is_ok()).then_some(())
         });
+        if port_taken() {
+            return None;
+        }
         let script = format!(
             "import boto3,time\nfrom botocore.config import Config\n\
              c=boto3.client('s3',endpoint_url='{}',region_name='us-east-1',aws_access_key_id='{S3_KEY}',\
              aws_secret_access_key='{S3_SECRET}',config=Config(s3={{'addressing_style':'path'}},retries={{'max_attempts':1}}))\n\
              for i in range(600):\n\
+             \x20   if '{PORT_TAKEN}' in open('{}').read(): raise SystemExit(3)\n\
              \x20   try: c.create_bucket(Bucket='{BUCKET}')\n\
              \x20   except Exception: pass\n\
              \x20   try:\n\
@@ -133,16 +154,20 @@ impl Seaweed {
              \x20       time.sleep(0.2)\n\
              else:\n\
              \x20   raise SystemExit('no bucket after 120 s')\n",
-            server.endpoint
+            server.endpoint,
+            log_path.display()
         );
         let out = Command::new(test_bin("python")).args(["-c", &script]).output().unwrap();
+        if port_taken() {
+            return None;
+        }
         assert!(
             out.status.success(),
             "SeaweedFS did not create the bucket: {}\n{}",
             String::from_utf8_lossy(&out.stderr),
             std::fs::read_to_string(&log_path).unwrap_or_default()
         );
-        server
+        Some(server)
     }
 
     /// The environment the node needs for it.
