@@ -36,8 +36,8 @@ config_section!(RawShard { rows_max: u64, bytes_max: YamlValue, age_max: String 
 
 /// Shard rows when `shard.rows_max` is not set.
 pub const ROWS_MAX_DEFAULT: u64 = 1_000_000;
-/// Shard bytes when `shard.bytes_max` is not set. A shard is built in memory before it is put, so
-/// this bounds the memory of each model's open shard.
+/// Shard bytes when `shard.bytes_max` is not set (a shard is streamed while it fills, so this is
+/// not a bound on memory).
 pub const BYTES_MAX_DEFAULT: u64 = 128 << 20;
 /// Shard age when `shard.age_max` is not set.
 pub const AGE_MAX_DEFAULT: Duration = Duration::from_secs(300);

@@ -99,7 +99,7 @@ impl Manifest {
             first_offset: sealed.first,
             last_offset: sealed.last,
             rows: sealed.rows,
-            bytes: sealed.bytes.len() as u64,
+            bytes: sealed.size,
             sha256,
             schema_hash: d.schema_hash.to_owned(),
             schema_id: d.schema_id.map(str::to_owned),

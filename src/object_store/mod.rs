@@ -11,3 +11,4 @@ pub mod manifest;
 pub mod shard;
 pub mod store;
 pub mod target;
+pub mod upload;

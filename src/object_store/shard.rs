@@ -6,6 +6,9 @@
 //! pages and dictionaries fall at the same rows; the byte limit is checked only at those chunk
 //! boundaries. JSONL rows are written as they come (their compression is a stream).
 //!
+//! The encoded bytes are taken out as they accumulate ([`Shard::take_part`]) and streamed to the
+//! store (`upload.rs`), hashed on the way: memory holds the open row group and one part.
+//!
 //! A row: `{"_op":"upsert","_offset":7,"_time":...,"_unchanged":[...],<fields>}`; a delete carries the
 //! key fields, a truncate no field. In JSONL `_time` is RFC 3339 (ms) and `_unchanged` is left out
 //! when empty.
@@ -20,6 +23,7 @@ use arrow_json::ReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
@@ -55,14 +59,18 @@ pub struct RowError {
     pub message: String,
 }
 
-/// A sealed shard: the object's bytes and what its manifest says of them.
+/// A sealed shard: the object's last bytes (the rest left in parts) and what its manifest says.
 #[derive(Debug, Clone)]
 pub struct Sealed {
     pub model: String,
     pub first: u64,
     pub last: u64,
     pub rows: u64,
-    pub bytes: bytes::Bytes,
+    /// The bytes not taken as parts yet (`None` once handed over).
+    pub tail: Option<bytes::Bytes>,
+    /// The object's size and sha256 (hex), all parts included.
+    pub size: u64,
+    pub sha256: String,
     pub min_time_ms: u64,
     pub max_time_ms: u64,
 }
@@ -79,6 +87,9 @@ pub struct Shard {
     pub opened: Instant,
     min_time_ms: u64,
     max_time_ms: u64,
+    /// Of the bytes taken out so far.
+    hasher: Sha256,
+    taken: u64,
     /// In a mutex only to make the shard `Sync` (the writers are `Send` only); reached through
     /// `&mut self`, so never contended.
     body: std::sync::Mutex<Body>,
@@ -169,6 +180,8 @@ impl Shard {
             opened: Instant::now(),
             min_time_ms: u64::MAX,
             max_time_ms: 0,
+            hasher: Sha256::new(),
+            taken: 0,
             body: std::sync::Mutex::new(body),
         })
     }
@@ -283,21 +296,42 @@ impl Shard {
         Ok(())
     }
 
-    /// The object's bytes. Call [`Shard::settle`] first (rows not decoded are not in it).
+    /// The encoded bytes not taken yet, when there are at least `min_bytes` of them.
+    pub fn take_part(&mut self, min_bytes: usize) -> Option<bytes::Bytes> {
+        let out = match self.body.get_mut().unwrap_or_else(|e| e.into_inner()) {
+            Body::Parquet(p) => p.writer.inner_mut(),
+            Body::Jsonl { out: JsonlOut::Plain(v), .. } => v,
+            Body::Jsonl { out: JsonlOut::Zstd(e), .. } => e.get_mut(),
+            Body::Jsonl { out: JsonlOut::Gzip(e), .. } => e.get_mut(),
+        };
+        if out.is_empty() || out.len() < min_bytes {
+            return None;
+        }
+        let part = std::mem::take(out);
+        self.hasher.update(&part);
+        self.taken += part.len() as u64;
+        Some(part.into())
+    }
+
+    /// The object's last bytes, its size and sha256. Call [`Shard::settle`] first (rows not decoded
+    /// are not in it).
     pub fn seal(mut self) -> Result<Sealed, EncodeError> {
         self.write_chunks(true)?;
-        let bytes = match self.body.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        let tail = match self.body.into_inner().unwrap_or_else(|e| e.into_inner()) {
             Body::Parquet(p) => p.writer.into_inner()?,
             Body::Jsonl { out: JsonlOut::Plain(v), .. } => v,
             Body::Jsonl { out: JsonlOut::Zstd(e), .. } => e.finish()?,
             Body::Jsonl { out: JsonlOut::Gzip(e), .. } => e.finish()?,
         };
+        self.hasher.update(&tail);
         Ok(Sealed {
             model: self.model,
             first: self.first,
             last: self.last,
             rows: self.rows,
-            bytes: bytes.into(),
+            size: self.taken + tail.len() as u64,
+            sha256: super::columns::hex(&self.hasher.finalize()),
+            tail: Some(tail.into()),
             min_time_ms: self.min_time_ms,
             max_time_ms: self.max_time_ms,
         })

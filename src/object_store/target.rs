@@ -2,14 +2,18 @@
 //! crashes and rewinds.
 //!
 //! Each model has at most one open shard, filled across batches and sealed at `shard.rows_max`,
-//! `shard.bytes_max` or `shard.age_max` (checked on every batch and while the log is quiet), then
-//! put with its manifest. The worker's cursor stays below the first row of any open or unsent shard
-//! ([`Target::held_from`]): a crash loses only what was never put, and the log gives it again.
+//! `shard.bytes_max` or `shard.age_max` (checked on every batch and while the log is quiet). While
+//! open, its encoded bytes are streamed to a staging key (`upload.rs`); sealed, the staging object
+//! is completed, copied to the shard's key and the manifest put. The worker's cursor stays below
+//! the first row of any open or unsent shard ([`Target::held_from`]): a crash loses only what was
+//! never committed, and the log gives it again.
 //!
 //! Exactly once:
-//! - Keys derive from offset ranges, and objects are created with a conditional put
-//!   (`PutMode::Create`: `If-None-Match: *` on S3 and Azure, `ifGenerationMatch=0` on GCS, a
-//!   no-clobber link on a file system). A shard is committed when its manifest exists.
+//! - Keys derive from offset ranges, and shards reach their key with a create-only copy of the
+//!   staging object (`CopyMode::Create`: S3 UploadPartCopy completed with `If-None-Match: *`,
+//!   Azure Copy Blob with `If-None-Match: *`, GCS `ifGenerationMatch=0`, a no-clobber hard link
+//!   on a file system); manifests with a create-only put. A shard is committed when its manifest
+//!   exists. Staging objects and S3 uploads left by a crash are removed at `open`.
 //! - `open` lists each model's objects: `accepted[model]` is the last offset of its committed shards,
 //!   and items at or below it are skipped when re-delivered (the cursor may be older than the
 //!   shards: one model's shard can be committed while another model's is still open).
@@ -28,6 +32,7 @@ use super::config::ShardLimits;
 use super::manifest::{Describe, Manifest, Span};
 use super::shard::{Encoding, Sealed, Shard};
 use super::store::{self, target_error, Place};
+use super::upload::{Upload, UploadError, PART_BYTES};
 use crate::config::Config;
 use crate::runtime::delivery::{Batch, Capabilities, Guarantee, Target, TargetError};
 use ::object_store::path::Path;
@@ -73,8 +78,10 @@ pub struct ObjectStoreTarget {
     limits: ShardLimits,
     models: BTreeMap<String, ModelOut>,
     open: BTreeMap<String, Shard>,
-    /// Sealed shards not put yet, oldest first.
-    sealed: VecDeque<Sealed>,
+    /// The open shards' uploads.
+    uploads: BTreeMap<String, Upload>,
+    /// Sealed shards not committed yet, oldest first.
+    sealed: VecDeque<(Sealed, Upload)>,
     /// Per model, the last offset in a committed, sealed or open shard.
     accepted: BTreeMap<String, u64>,
     /// Per model, the last offset of an uncommitted shard found at open: the rebuilt one ends there.
@@ -122,6 +129,7 @@ impl ObjectStoreTarget {
             limits: config.shard,
             models,
             open: BTreeMap::new(),
+            uploads: BTreeMap::new(),
             sealed: VecDeque::new(),
             accepted: BTreeMap::new(),
             forced_end: BTreeMap::new(),
@@ -131,6 +139,11 @@ impl ObjectStoreTarget {
 
     fn marker_path(&self) -> Path {
         self.place.path(&["_remix", &self.name, "rewind.json"])
+    }
+
+    /// Where open shards are staged: `<prefix>/_remix/<target>/open/`.
+    fn staging_dir(&self) -> Path {
+        self.place.path(&["_remix", &self.name, "open"])
     }
 
     /// Every model's shards: (committed spans, uncommitted spans), sorted.
@@ -224,6 +237,17 @@ impl ObjectStoreTarget {
         }
     }
 
+    /// Copies `from` to `to` unless `to` exists; `Ok(false)`: it existed (nothing copied).
+    async fn copy_new(&self, from: &Path, to: &Path) -> Result<bool, TargetError> {
+        match self.place.store.copy_if_not_exists(from, to).await {
+            Ok(()) => Ok(true),
+            Err(::object_store::Error::AlreadyExists { .. } | ::object_store::Error::Precondition { .. }) => {
+                Ok(false)
+            }
+            Err(e) => Err(target_error(&format!("copy {from} to {to}"), e)),
+        }
+    }
+
     async fn get(&self, path: &Path) -> Result<Option<bytes::Bytes>, TargetError> {
         match self.place.store.get(path).await {
             Ok(got) => got.bytes().await.map(Some).map_err(|e| target_error(&format!("read {path}"), e)),
@@ -232,14 +256,37 @@ impl ObjectStoreTarget {
         }
     }
 
-    /// Puts one sealed shard and then its manifest, both conditionally; see the module docs.
-    async fn put_sealed(&self, sealed: &Sealed) -> Result<(), TargetError> {
+    /// The sha256 (hex) of the object at `path`, read as a stream; `None`: there is none.
+    async fn sha256_of(&self, path: &Path) -> Result<Option<String>, TargetError> {
+        let got = match self.place.store.get(path).await {
+            Ok(got) => got,
+            Err(::object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(target_error(&format!("read {path}"), e)),
+        };
+        let mut stream = got.into_stream();
+        let mut hasher = Sha256::new();
+        while let Some(chunk) = stream.next().await {
+            hasher.update(chunk.map_err(|e| target_error(&format!("read {path}"), e))?);
+        }
+        Ok(Some(super::columns::hex(&hasher.finalize())))
+    }
+
+    /// Commits the oldest sealed shard: its last bytes sent, its staging object completed and
+    /// copied to the shard's key, the manifest put, the staging object deleted; see the module docs.
+    /// Every step may be repeated after an error.
+    async fn put_sealed(&mut self) -> Result<(), TargetError> {
+        let Some((sealed, upload)) = self.sealed.front_mut() else { return Ok(()) };
+        let streamed = |e: UploadError| TargetError::transient(e.to_string()).caused_by(e);
+        if let Some(tail) = sealed.tail.take() {
+            upload.send(tail).await.map_err(streamed)?;
+        }
+        upload.complete(&self.place).await.map_err(streamed)?;
+        let (sealed, upload) = self.sealed.front().expect("a front");
         let span = Span { first: sealed.first, last: sealed.last };
         let out = &self.models[&sealed.model];
         let extension = self.encoding.extension();
         let shard_path = self.place.path(&[&sealed.model, &span.object_name(extension)]);
         let manifest_path = self.place.path(&[&sealed.model, &span.manifest_name()]);
-        let sha256 = super::columns::hex(&Sha256::digest(&sealed.bytes));
         let describe = Describe {
             extension,
             format: self.encoding.format.name(),
@@ -249,10 +296,9 @@ impl ObjectStoreTarget {
             schema_title: out.schema_title.as_deref(),
             columns: &out.columns_json,
         };
-        let manifest = bytes::Bytes::from(Manifest::of(sealed, sha256.clone(), &describe).to_bytes());
-        if !self.create(&shard_path, sealed.bytes.clone()).await? {
-            let existing = self.get(&shard_path).await?.unwrap_or_default();
-            let same = super::columns::hex(&Sha256::digest(&existing)) == sha256;
+        let manifest = bytes::Bytes::from(Manifest::of(sealed, sealed.sha256.clone(), &describe).to_bytes());
+        if !self.copy_new(&upload.path, &shard_path).await? {
+            let same = self.sha256_of(&shard_path).await?.as_ref() == Some(&sealed.sha256);
             if !same {
                 if self.get(&manifest_path).await?.is_some() {
                     return Err(TargetError::permanent(
@@ -266,7 +312,7 @@ impl ObjectStoreTarget {
                 tracing::warn!(target = %self.name, object = %shard_path,
                     "replacing an uncommitted shard whose bytes differ from the rebuilt one");
                 self.delete(&shard_path).await?;
-                if !self.create(&shard_path, sealed.bytes.clone()).await? {
+                if !self.copy_new(&upload.path, &shard_path).await? {
                     return Err(TargetError::transient(format!("{shard_path} was created meanwhile")));
                 }
             }
@@ -282,14 +328,14 @@ impl ObjectStoreTarget {
                     .map_err(|e| target_error(&format!("put {manifest_path}"), e))?;
             }
         }
-        Ok(())
+        self.delete(&upload.path).await
     }
 
-    /// Puts every sealed shard, oldest first.
+    /// Commits every sealed shard, oldest first.
     async fn put_all(&mut self) -> Result<(), TargetError> {
-        while let Some(sealed) = self.sealed.front() {
-            self.put_sealed(sealed).await?;
-            let sealed = self.sealed.pop_front().expect("a front");
+        while !self.sealed.is_empty() {
+            self.put_sealed().await?;
+            let (sealed, _) = self.sealed.pop_front().expect("a front");
             if self.forced_end.get(&sealed.model).is_some_and(|&end| sealed.last >= end) {
                 self.forced_end.remove(&sealed.model);
             }
@@ -297,16 +343,38 @@ impl ObjectStoreTarget {
         Ok(())
     }
 
+    /// Streams what the open shards have encoded, a part at a time.
+    async fn send_parts(&mut self) -> Result<(), TargetError> {
+        for (model, shard) in &mut self.open {
+            let Some(part) = shard.take_part(PART_BYTES) else { continue };
+            let upload = self.uploads.get_mut(model).expect("an open shard has an upload");
+            upload.send(part).await.map_err(|e| TargetError::transient(e.to_string()).caused_by(e))?;
+        }
+        Ok(())
+    }
+
+    /// Drops the open and sealed shards (a rewind), and what was sent of them.
+    async fn discard(&mut self) {
+        self.open.clear();
+        let uploads = std::mem::take(&mut self.uploads);
+        let sealed = std::mem::take(&mut self.sealed);
+        for upload in uploads.into_values().chain(sealed.into_iter().map(|(_, u)| u)) {
+            upload.abort(&self.place).await;
+        }
+    }
+
     /// Seals the open shard of `model` (its rows all settled).
     fn seal(&mut self, model: &str) -> Result<(), TargetError> {
         let Some(shard) = self.open.remove(model) else { return Ok(()) };
+        let upload = self.uploads.remove(model).expect("an open shard has an upload");
         if shard.rows == 0 {
+            // Nothing was encoded, so nothing was sent.
             return Ok(());
         }
         let sealed = shard
             .seal()
             .map_err(|e| TargetError::permanent(None, format!("cannot encode the shard of {model}: {e}")))?;
-        self.sealed.push_back(sealed);
+        self.sealed.push_back((sealed, upload));
         Ok(())
     }
 
@@ -367,6 +435,11 @@ impl ObjectStoreTarget {
                     .map_err(|e| TargetError::permanent(Some(index), e.to_string()))?;
                 self.open.insert(item.model.clone(), shard);
             }
+            if !self.uploads.contains_key(&item.model) {
+                let name = format!("{:020}.{}", item.offset, self.encoding.extension());
+                let path = self.staging_dir().join(item.model.as_str()).join(name);
+                self.uploads.insert(item.model.clone(), Upload::new(&self.place, path));
+            }
             let indices = pushed.entry(item.model.clone()).or_default();
             indices.push(index);
             let shard = self.open.get_mut(&item.model).expect("opened above");
@@ -418,6 +491,10 @@ impl Target for ObjectStoreTarget {
     }
 
     async fn open(&mut self, cursor: u64) -> Result<u64, TargetError> {
+        let dirs: Vec<Path> = self.models.keys().map(|m| self.place.path(&[m.as_str()])).collect();
+        super::upload::clean(&self.place, &self.staging_dir(), &dirs)
+            .await
+            .map_err(|e| TargetError::transient(e.to_string()).caused_by(e))?;
         let marker = self.read_marker().await?;
         let mut scan = self.scan().await?;
         if let Some(marker) = marker {
@@ -432,14 +509,15 @@ impl Target for ObjectStoreTarget {
     async fn apply(&mut self, batch: &Batch) -> Result<(), TargetError> {
         self.clear_marker().await?;
         self.put_all().await?;
-        self.push_all(batch)?;
+        let pushed = self.push_all(batch);
+        self.send_parts().await?;
+        pushed?;
         self.seal_aged()?;
         self.put_all().await
     }
 
     async fn rewind(&mut self, offset: u64) -> Result<u64, TargetError> {
-        self.open.clear();
-        self.sealed.clear();
+        self.discard().await;
         let scan = self.scan().await?;
         let spans = || scan.values().flat_map(|(c, o)| c.iter().chain(o));
         let effective = spans()
@@ -465,7 +543,7 @@ impl Target for ObjectStoreTarget {
 
     fn held_from(&self) -> Option<u64> {
         let open = self.open.values().filter(|s| s.rows > 0).map(|s| s.first);
-        open.chain(self.sealed.iter().map(|s| s.first)).min()
+        open.chain(self.sealed.iter().map(|(s, _)| s.first)).min()
     }
 
     async fn idle(&mut self) -> Result<(), TargetError> {

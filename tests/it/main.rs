@@ -17,6 +17,7 @@ mod pg_relation;
 mod pg_source;
 mod pg_target;
 mod pg_tls;
+mod pg_to_s3;
 mod pg_toast;
 mod pipeline;
 mod retention;

@@ -44,6 +44,7 @@
 //!    full volume). A case the target fails because of a Remix bug gets `#[ignore = "bug: ..."]` with
 //!    the evidence; a case that cannot apply says why from the adapter (printed, never silent).
 
+mod azurite;
 pub mod cases;
 pub mod daemon;
 pub mod gate;

@@ -1,12 +1,14 @@
 //! The `object_store` target through the suite: a history target whose shards a rewind rewrites.
 //! Backends: SeaweedFS (a real S3 server with SigV4 and conditional puts, started per test on free
-//! ports) and `file://`; formats Parquet and JSONL. What the target holds is read back with pyarrow
-//! (`object_store_read.py`: committed shards only, each checked against its manifest's size, sha256,
-//! rows and offsets). Checked: every model's rows equal the log's changes for it, in order, each once
+//! ports), azurite (Microsoft's Azure Blob emulator, `azurite.rs`) and `file://`; formats Parquet
+//! and JSONL. What the target holds is read back with pyarrow (`object_store_read.py`: committed
+//! shards only, each checked against its manifest's size, sha256, rows and offsets; Azure blobs are
+//! downloaded with the Azure SDK first). Checked: every model's rows equal the log's changes for it, in order, each once
 //! (`_offset` included), with `item` renamed by an output mapping; the state folded from the rows
 //! equals the model state. Unreachable: S3 behind a closed [`Gate`]; `file://`: the directory
 //! replaced by a file. Not applicable: case 5 (see [`NO_PERMANENT_ERROR`]).
 
+use super::azurite::{self, Azurite};
 use super::cases;
 use super::gate::Gate;
 use super::model::{canonical, key_fields, normalize, ModelState, ITEM};
@@ -195,6 +197,7 @@ type Row = (String, Map<String, Value>);
 #[derive(Debug)]
 enum Backend {
     S3 { server: Seaweed, gate: Gate },
+    Azure { server: Azurite, gate: Gate },
     File { dir: PathBuf },
 }
 
@@ -209,6 +212,20 @@ impl ObjectStore {
         let server = Seaweed::start();
         let gate = Gate::start(server.endpoint.trim_start_matches("http://"));
         ObjectStore { backend: Backend::S3 { server, gate }, format }
+    }
+
+    fn azure(format: &'static str) -> ObjectStore {
+        let server = Azurite::start();
+        let gate = Gate::start(server.endpoint.trim_start_matches("http://"));
+        ObjectStore { backend: Backend::Azure { server, gate }, format }
+    }
+
+    pub fn azure_parquet(_root: &Path) -> ObjectStore {
+        ObjectStore::azure("parquet")
+    }
+
+    pub fn azure_jsonl(_root: &Path) -> ObjectStore {
+        ObjectStore::azure("jsonl")
     }
 
     fn file(root: &Path, format: &'static str) -> ObjectStore {
@@ -241,6 +258,11 @@ impl ObjectStore {
                 command.arg(format!("{BUCKET}/lake"));
                 command.args(super::model::MODELS);
                 command.args(["--s3", &server.endpoint, S3_KEY, S3_SECRET]);
+            }
+            Backend::Azure { server, .. } => {
+                command.arg(format!("{}/lake", azurite::CONTAINER));
+                command.args(super::model::MODELS);
+                command.args(["--azure", &server.connection_string()]);
             }
             Backend::File { dir } => {
                 command.arg(dir);
@@ -340,6 +362,12 @@ impl Adapter for ObjectStore {
             Backend::S3 { gate, .. } => {
                 format!("    url: s3://{BUCKET}/lake\n    endpoint: http://{}\n", gate.addr)
             }
+            Backend::Azure { gate, .. } => format!(
+                "    url: az://{}/lake\n    endpoint: http://{}/{}\n",
+                azurite::CONTAINER,
+                gate.addr,
+                azurite::ACCOUNT
+            ),
             Backend::File { dir } => format!("    url: \"file://{}\"\n", dir.display()),
         };
         format!(
@@ -351,7 +379,10 @@ impl Adapter for ObjectStore {
     }
 
     fn env(&self) -> Vec<(String, String)> {
-        Seaweed::env()
+        match &self.backend {
+            Backend::Azure { .. } => Azurite::env(),
+            _ => Seaweed::env(),
+        }
     }
 
     fn expected_state(&self, state: &ModelState) -> State {
@@ -466,12 +497,21 @@ impl Adapter for ObjectStore {
                 assert!(out.status.success(), "{out:?}");
                 format!("deleted s3://{BUCKET}/{}", String::from_utf8_lossy(&out.stdout).trim())
             }
+            Backend::Azure { server, .. } => {
+                let deleted = server.python(&format!(
+                    "b=c.get_container_client('{}')\n\
+                     names=sorted(n for n in b.list_blob_names(name_starts_with='lake/account/') if not n.endswith('.manifest.json'))\n\
+                     b.delete_blob(names[-1])\nprint(names[-1])\n",
+                    azurite::CONTAINER
+                ));
+                format!("deleted az://{}/{}", azurite::CONTAINER, deleted.trim())
+            }
         }
     }
 
     fn set_reachable(&mut self, _node: &Node, reachable: bool) {
         match &mut self.backend {
-            Backend::S3 { gate, .. } => {
+            Backend::S3 { gate, .. } | Backend::Azure { gate, .. } => {
                 if reachable {
                     gate.open()
                 } else {
@@ -552,5 +592,25 @@ cases!(
         server_down,
         truncate_applied
     ]
+);
+cases!(
+    azure_parquet,
+    ObjectStore::azure_parquet,
+    [
+        mixed_changes,
+        kill9_during_delivery,
+        rewind_to_start_repairs,
+        rewind_to_middle,
+        per_key_order_under_collapse,
+        permanent_error_pauses,
+        server_down,
+        truncate_applied,
+        truncate_ignored
+    ]
+);
+cases!(
+    azure_jsonl,
+    ObjectStore::azure_jsonl,
+    [mixed_changes, kill9_during_delivery, rewind_to_middle, server_down]
 );
 cases!(file_jsonl, ObjectStore::file_jsonl, [mixed_changes, kill9_during_delivery, rewind_to_middle]);
