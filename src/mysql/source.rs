@@ -4,7 +4,9 @@
 //! - The snapshot runs in `START TRANSACTION WITH CONSISTENT SNAPSHOT`, and the binary log position
 //!   it is consistent with (MariaDB's `binlog_snapshot_file`/`binlog_snapshot_position`) is where
 //!   streaming starts, so the copy and the stream neither miss nor repeat a change. An interrupted
-//!   snapshot is redone (its rows are upserts, so targets end the same).
+//!   snapshot is redone: its rows are upserts, and the keys earlier attempts logged that the new copy
+//!   does not hold (rows deleted between the attempts) are deleted after it
+//!   ([`LoggedKeys`](crate::runtime::ingest::resnapshot::LoggedKeys)), so targets end the same.
 //! - Every streamed change carries its position `<binlog file>:<transaction start>:<ordinal>` (20 and
 //!   10 digits, so positions of one server compare as text); a transaction's commit logs the
 //!   position `<file>:<commit end>:0` with its last chunk. At restart streaming resumes at the
@@ -16,6 +18,9 @@
 //! - Column types come from `information_schema` (reread after DDL and whenever a table map's
 //!   column count differs): a mapped column that no longer exists sends the row to the DLQ with the
 //!   column's name.
+//! - The server sends a heartbeat every `heartbeat_ms` while it has nothing else to send; after
+//!   [`SILENT_HEARTBEATS_MAX`] such periods without any event the connection counts as lost and the
+//!   source reconnects.
 //! - Positions are binary log file and offset on MariaDB and MySQL alike; the MariaDB GTID of each
 //!   transaction is not used for resuming (a failover to another server needs a new snapshot).
 
@@ -25,6 +30,7 @@ use super::types::{self, ColumnType, Kind};
 use crate::connector::SourceStatus;
 use crate::record::{Change, DeadLetter, FieldError, Op};
 use crate::runtime::ingest::remix_in::{remix_in_owned, Origin, Rejected};
+use crate::runtime::ingest::resnapshot::LoggedKeys;
 use crate::runtime::ingest::{ChangeBatch, Ingest};
 use crate::runtime::state::{StateKey, StateStore};
 use futures_util::StreamExt;
@@ -44,6 +50,10 @@ const CHUNK_ROWS: usize = 2000;
 const RETRY_BASE_MS: u64 = 500;
 const RETRY_MAX_MS: u64 = 30_000;
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
+/// Heartbeat periods of silence (no event, no heartbeat) after which the connection counts as lost
+/// and the source reconnects: a connection that died without a FIN or RST would otherwise be waited
+/// on for ever.
+const SILENT_HEARTBEATS_MAX: u64 = 4;
 
 /// Why a session of the source ended (it reconnects with backoff after any of them).
 #[derive(Debug, thiserror::Error)]
@@ -56,10 +66,17 @@ pub enum SourceError {
     Append(#[from] crate::runtime::ingest::AppendError),
     #[error(transparent)]
     State(#[from] crate::runtime::state::StateError),
+    #[error(transparent)]
+    Log(#[from] crate::runtime::engine::EngineError),
     #[error("binary log: {0}")]
     Binlog(#[from] std::io::Error),
     #[error("{0}")]
     Protocol(String),
+    #[error(
+        "no event and no heartbeat from the server in {silence_ms} ms (heartbeat_ms: {heartbeat_ms}): the \
+         connection counts as lost"
+    )]
+    Silent { silence_ms: u64, heartbeat_ms: u64 },
     #[error("progress of source {source_name}: {message}")]
     Progress { source_name: String, message: String },
 }
@@ -265,6 +282,11 @@ impl Source {
         if file.is_empty() {
             return Err(SourceError::Protocol("the binary log is off".into()));
         }
+        let mut logged_keys = LoggedKeys::load(&self.ingest, self.name()).await?;
+        if !logged_keys.is_empty() {
+            tracing::warn!(source = %self.name(), "the initial snapshot was interrupted; redoing it ({} rows \
+                copied before are overwritten, or deleted if they are gone)", logged_keys.len());
+        }
         let started = Instant::now();
         let mut total = 0u64;
         for table in self.config.tables.clone() {
@@ -308,12 +330,17 @@ impl Source {
                 let position = format!("snapshot:{file}:{pos}:{name}:{rows}");
                 rows += 1;
                 match self.remix(&table, Value::Object(object), Op::Upsert, position) {
-                    Ok(change) => batch.push(&change),
+                    Ok(change) => {
+                        logged_keys.copied(&change);
+                        batch.push(&change)
+                    }
                     Err(letter) => self.dead_letter(letter).await?,
                 }
                 if batch.len() >= CHUNK_ROWS {
                     self.ingest.append(self.name(), std::mem::take(&mut batch)).await?;
                     self.set_status(|s| s.snapshot_rows = rows);
+                    metrics::gauge!("remix_snapshot_rows", "source" => self.name().to_owned())
+                        .set(rows as f64);
                     if last_progress.elapsed() >= PROGRESS_INTERVAL {
                         last_progress = Instant::now();
                         let rate = rows as f64 / started.elapsed().as_secs_f64().max(0.001);
@@ -327,9 +354,13 @@ impl Source {
             if !batch.is_empty() {
                 self.ingest.append(self.name(), batch).await?;
             }
+            self.set_status(|s| s.snapshot_rows = rows);
+            metrics::gauge!("remix_snapshot_rows", "source" => self.name().to_owned()).set(rows as f64);
             total += rows;
             tracing::info!(source = %self.name(), "snapshot of {name}: {rows} rows copied");
         }
+        let prefix = format!("snapshot:{file}:{pos}");
+        logged_keys.delete_gone(&self.ingest, self.name(), &prefix, CHUNK_ROWS).await?;
         c.query_drop("COMMIT").await?;
         tracing::info!(source = %self.name(), "initial snapshot done: {total} rows in {:.1} s at {file}:{pos}", started.elapsed().as_secs_f64());
         Ok((file, pos))
@@ -390,7 +421,11 @@ impl Source {
         skip_through: Option<Position>,
     ) -> Result<(), SourceError> {
         let mut meta = conn::connect(opts).await?;
-        let dump = conn::connect(opts).await?;
+        let mut dump = conn::connect(opts).await?;
+        // The server's dump thread reads this user variable (nanoseconds), as from a replica.
+        let heartbeat_ms = self.config.heartbeat_ms;
+        dump.query_drop(format!("SET @master_heartbeat_period = {}", heartbeat_ms * 1_000_000)).await?;
+        let silence_ms = heartbeat_ms * SILENT_HEARTBEATS_MAX;
         let request =
             BinlogStreamRequest::new(self.config.server_id).with_filename(file.as_bytes()).with_pos(pos);
         let mut stream = dump.get_binlog_stream(request).await?;
@@ -415,7 +450,9 @@ impl Source {
         loop {
             let event = tokio::select! {
                 _ = shutdown.changed() => return Ok(()),
-                event = stream.next() => event,
+                event = tokio::time::timeout(Duration::from_millis(silence_ms), stream.next()) => {
+                    event.map_err(|_| SourceError::Silent { silence_ms, heartbeat_ms })?
+                }
             };
             let Some(event) = event else {
                 return Err(SourceError::Protocol("the server ended the binary log stream".into()));
