@@ -13,8 +13,10 @@
 //!   transaction start of the last logged position and the changes at or before it are dropped, so
 //!   the log never holds a streamed change twice. Rows that went to the DLQ are dropped by their
 //!   exact position.
-//! - Changes are appended in transaction order, a chunk at a time, each append awaited before the
-//!   stream is read further (the server buffers meanwhile).
+//! - Changes are appended in transaction order, a chunk at a time, at most one append in flight:
+//!   the next chunk accumulates meanwhile (the stream waits once it holds [`CHUNK_BYTES_MAX`]). A
+//!   chunk may end inside a transaction (positions carry ordinals). When the session ends, the
+//!   append in flight is awaited, so the next session resumes after what it logged.
 //! - Column types come from `information_schema` (reread after DDL and whenever a table map's
 //!   column count differs): a mapped column that no longer exists sends the row to the DLQ with the
 //!   column's name.
@@ -45,8 +47,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// Rows per append.
+/// Snapshot rows per append.
 const CHUNK_ROWS: usize = 2000;
+/// While an append is in flight, streamed changes accumulate; the stream waits for it once they hold
+/// this many bytes.
+const CHUNK_BYTES_MAX: usize = 4 * 1024 * 1024;
 const RETRY_BASE_MS: u64 = 500;
 const RETRY_MAX_MS: u64 = 30_000;
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
@@ -54,6 +59,19 @@ const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
 /// and the source reconnects: a connection that died without a FIN or RST would otherwise be waited
 /// on for ever.
 const SILENT_HEARTBEATS_MAX: u64 = 4;
+
+type Pending = JoinHandle<Result<crate::runtime::engine::Appended, crate::runtime::ingest::AppendError>>;
+
+/// What the stream loop waits for: the append in flight, or the next event.
+enum Next {
+    Landed(
+        Result<
+            Result<crate::runtime::engine::Appended, crate::runtime::ingest::AppendError>,
+            tokio::task::JoinError,
+        >,
+    ),
+    Event(Option<Result<mysql_async::binlog::events::Event, mysql_async::Error>>),
+}
 
 /// Why a session of the source ended (it reconnects with backoff after any of them).
 #[derive(Debug, thiserror::Error)]
@@ -445,14 +463,27 @@ impl Source {
             self.config.tables.iter().map(|t| ((t.database.clone(), t.table.clone()), t.clone())).collect();
         let mut maps: HashMap<u64, TableMapEvent<'static>> = HashMap::new();
         let mut batch = ChangeBatch::new();
+        let mut inflight: Option<Pending> = None;
         let (mut trx_start, mut ordinal, mut in_trx, mut seen_format) = (pos, 0u64, false, false);
         let mut shutdown = self.shutdown.clone();
-        loop {
-            let event = tokio::select! {
+        let result: Result<(), SourceError> = async { loop {
+            let next = tokio::select! {
                 _ = shutdown.changed() => return Ok(()),
-                event = tokio::time::timeout(Duration::from_millis(silence_ms), stream.next()) => {
-                    event.map_err(|_| SourceError::Silent { silence_ms, heartbeat_ms })?
+                landed = async { inflight.as_mut().expect("in flight").await }, if inflight.is_some() => {
+                    Next::Landed(landed)
                 }
+                event = tokio::time::timeout(Duration::from_millis(silence_ms), stream.next()) => {
+                    Next::Event(event.map_err(|_| SourceError::Silent { silence_ms, heartbeat_ms })?)
+                }
+            };
+            let event = match next {
+                Next::Landed(landed) => {
+                    inflight = None;
+                    landed.map_err(|e| SourceError::Protocol(format!("the append task failed: {e}")))??;
+                    self.settle(&mut batch, &mut inflight, false).await?;
+                    continue;
+                }
+                Next::Event(event) => event,
             };
             let Some(event) = event else {
                 return Err(SourceError::Protocol("the server ended the binary log stream".into()));
@@ -487,20 +518,17 @@ impl Source {
                             (trx_start, ordinal, in_trx) = (start, 0, true);
                         }
                     } else if sql == "COMMIT" {
-                        self.commit(&mut batch, &file, end).await?;
+                        self.commit(&mut batch, &mut inflight, &file, end).await?;
                         in_trx = false;
                     } else {
                         // DDL (implicitly committed): column types are read again.
                         self.columns.clear();
                         in_trx = false;
-                        self.ingest.passed(
-                            self.name(),
-                            Position { file: file.clone(), pos: end, ordinal: 0 }.to_string(),
-                        );
+                        self.commit(&mut batch, &mut inflight, &file, end).await?;
                     }
                 }
                 EventData::XidEvent(_) => {
-                    self.commit(&mut batch, &file, end).await?;
+                    self.commit(&mut batch, &mut inflight, &file, end).await?;
                     in_trx = false;
                 }
                 EventData::TableMapEvent(map) => {
@@ -571,11 +599,52 @@ impl Source {
                         self.row(&mut batch, binding, &columns, row, op, at, &skip_through, &dead_lettered)
                             .await?;
                     }
-                    if batch.len() >= CHUNK_ROWS {
-                        self.ingest.append(self.name(), std::mem::take(&mut batch)).await?;
-                    }
+                    self.settle(&mut batch, &mut inflight, false).await?;
                 }
                 _ => {}
+            }
+        } }
+        .await;
+        // The append in flight lands (and records its last position) before the next session reads
+        // where to resume; changes not yet appended are read again then.
+        if let Some(pending) = inflight.take() {
+            let _ = pending.await;
+        }
+        result
+    }
+
+    /// Collects a finished append and starts the next one (at most one in flight; the next chunk
+    /// accumulates meanwhile, and is waited for only once it holds [`CHUNK_BYTES_MAX`]); with
+    /// `drain`, waits until nothing is pending. A chunk with no changes but a position (transactions
+    /// that touched no bound table) records that position once everything before it is durable.
+    async fn settle(
+        &self,
+        batch: &mut ChangeBatch,
+        inflight: &mut Option<Pending>,
+        drain: bool,
+    ) -> Result<(), SourceError> {
+        loop {
+            if let Some(pending) = inflight {
+                let must_wait = drain || batch.bytes() >= CHUNK_BYTES_MAX;
+                if !pending.is_finished() && !must_wait {
+                    return Ok(());
+                }
+                let pending = inflight.take().expect("checked");
+                pending
+                    .await
+                    .map_err(|e| SourceError::Protocol(format!("the append task failed: {e}")))??;
+            }
+            let next = std::mem::take(batch);
+            if next.is_empty() {
+                if let Some(position) = next.last_position() {
+                    self.ingest.passed(self.name(), position.to_owned());
+                }
+                return Ok(());
+            }
+            let (ingest, name) = (self.ingest.clone(), self.name().to_owned());
+            *inflight = Some(tokio::spawn(async move { ingest.append(&name, next).await }));
+            if !drain {
+                return Ok(());
             }
         }
     }
@@ -587,6 +656,22 @@ impl Source {
         before: &Map<String, Value>,
         after: &Map<String, Value>,
     ) -> bool {
+        // The common case, decided without remixing: every column a key field is mapped from (or,
+        // unmapped, its own column) is unchanged, so the key is (a field's value depends only on its
+        // column, a cast and a constant default).
+        let model = self.ingest.model(&binding.binding.model);
+        let unchanged = model.key_fields().iter().all(|field| {
+            let column = binding
+                .binding
+                .mapping
+                .source_paths()
+                .find(|(name, _)| name == field)
+                .map_or(field.as_str(), |(_, path)| path.root());
+            before.get(column) == after.get(column)
+        });
+        if unchanged {
+            return false;
+        }
         let key = |row: &Map<String, Value>| {
             self.remix(binding, Value::Object(row.clone()), Op::Delete, String::new()).ok().map(|c| c.key)
         };
@@ -648,17 +733,17 @@ impl Source {
         Ok(())
     }
 
-    /// A transaction ended at `file`:`end`: its changes are appended with that position.
-    async fn commit(&self, batch: &mut ChangeBatch, file: &str, end: u64) -> Result<(), SourceError> {
-        let position = Position { file: file.to_owned(), pos: end, ordinal: 0 }.to_string();
-        if batch.is_empty() {
-            self.ingest.passed(self.name(), position);
-            return Ok(());
-        }
-        let mut full = std::mem::take(batch);
-        full.set_last_position(position);
-        self.ingest.append(self.name(), full).await?;
-        Ok(())
+    /// A transaction (or DDL) ended at `file`:`end`: the chunk holding its last changes carries that
+    /// position.
+    async fn commit(
+        &self,
+        batch: &mut ChangeBatch,
+        inflight: &mut Option<Pending>,
+        file: &str,
+        end: u64,
+    ) -> Result<(), SourceError> {
+        batch.set_last_position(Position { file: file.to_owned(), pos: end, ordinal: 0 }.to_string());
+        self.settle(batch, inflight, false).await
     }
 }
 
