@@ -31,7 +31,13 @@ pub static TARGET: TargetKind = TargetKind {
     parse: parse_target,
 };
 
-config_section!(RawMySource { url: String, server_id: u32, snapshot: String, tables: YamlMap });
+config_section!(RawMySource {
+    url: String,
+    server_id: u32,
+    snapshot: String,
+    heartbeat_ms: u64,
+    tables: YamlMap
+});
 config_section!(RawMyTarget { url: String, create_tables: bool, models: YamlMap });
 config_section!(RawMyTargetModel { table: String, fields: YamlValue });
 
@@ -48,8 +54,16 @@ pub struct MySource {
     /// The replica id this source announces to the server (unique among its replicas).
     pub server_id: u32,
     pub snapshot: SnapshotMode,
+    /// How often the server sends a heartbeat while it has nothing else to send; 4 times this without
+    /// any event and the connection counts as lost.
+    pub heartbeat_ms: u64,
     pub tables: Vec<TableBinding>,
 }
+
+/// The default `heartbeat_ms`.
+pub const HEARTBEAT_MS_DEFAULT: u64 = 5_000;
+/// The allowed `heartbeat_ms` (the server takes at most 4294967 s; a minute is plenty).
+const HEARTBEAT_MS_RANGE: std::ops::RangeInclusive<u64> = 100..=60_000;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct TableBinding {
@@ -125,6 +139,11 @@ fn parse_source(s: &mut SectionCx<'_, '_>, name: &str) -> Option<Arc<dyn SourceS
     if server_id == 0 {
         cx.err(&p.key("server_id"), "server_id 0 is not allowed (a replica needs a non-zero id)");
     }
+    let heartbeat_ms = raw.heartbeat_ms.unwrap_or(HEARTBEAT_MS_DEFAULT);
+    if !HEARTBEAT_MS_RANGE.contains(&heartbeat_ms) {
+        let (low, high) = HEARTBEAT_MS_RANGE.into_inner();
+        cx.err(&p.key("heartbeat_ms"), format!("must be between {low} and {high}, got {heartbeat_ms}"));
+    }
     let modes = [("initial", SnapshotMode::Initial), ("never", SnapshotMode::Never)];
     let snapshot = choice(cx, raw.snapshot, &p.key("snapshot"), &modes);
     let tp = p.key("tables");
@@ -149,7 +168,8 @@ fn parse_source(s: &mut SectionCx<'_, '_>, name: &str) -> Option<Arc<dyn SourceS
         }
         tables.push(TableBinding { database, table, binding });
     }
-    let source = MySource { name: name.to_owned(), url: url?, server_id, snapshot: snapshot?, tables };
+    let source =
+        MySource { name: name.to_owned(), url: url?, server_id, snapshot: snapshot?, heartbeat_ms, tables };
     Some(Arc::new(source))
 }
 

@@ -4,18 +4,25 @@
 //! - The snapshot runs in `START TRANSACTION WITH CONSISTENT SNAPSHOT`, and the binary log position
 //!   it is consistent with (MariaDB's `binlog_snapshot_file`/`binlog_snapshot_position`) is where
 //!   streaming starts, so the copy and the stream neither miss nor repeat a change. An interrupted
-//!   snapshot is redone (its rows are upserts, so targets end the same).
+//!   snapshot is redone: its rows are upserts, and the keys earlier attempts logged that the new copy
+//!   does not hold (rows deleted between the attempts) are deleted after it
+//!   ([`LoggedKeys`](crate::runtime::ingest::resnapshot::LoggedKeys)), so targets end the same.
 //! - Every streamed change carries its position `<binlog file>:<transaction start>:<ordinal>` (20 and
 //!   10 digits, so positions of one server compare as text); a transaction's commit logs the
 //!   position `<file>:<commit end>:0` with its last chunk. At restart streaming resumes at the
 //!   transaction start of the last logged position and the changes at or before it are dropped, so
 //!   the log never holds a streamed change twice. Rows that went to the DLQ are dropped by their
 //!   exact position.
-//! - Changes are appended in transaction order, a chunk at a time, each append awaited before the
-//!   stream is read further (the server buffers meanwhile).
+//! - Changes are appended in transaction order, a chunk at a time, at most one append in flight:
+//!   the next chunk accumulates meanwhile (the stream waits once it holds [`CHUNK_BYTES_MAX`]). A
+//!   chunk may end inside a transaction (positions carry ordinals). When the session ends, the
+//!   append in flight is awaited, so the next session resumes after what it logged.
 //! - Column types come from `information_schema` (reread after DDL and whenever a table map's
 //!   column count differs): a mapped column that no longer exists sends the row to the DLQ with the
 //!   column's name.
+//! - The server sends a heartbeat every `heartbeat_ms` while it has nothing else to send; after
+//!   [`SILENT_HEARTBEATS_MAX`] such periods without any event the connection counts as lost and the
+//!   source reconnects.
 //! - Positions are binary log file and offset on MariaDB and MySQL alike; the MariaDB GTID of each
 //!   transaction is not used for resuming (a failover to another server needs a new snapshot).
 
@@ -25,6 +32,7 @@ use super::types::{self, ColumnType, Kind};
 use crate::connector::SourceStatus;
 use crate::record::{Change, DeadLetter, FieldError, Op};
 use crate::runtime::ingest::remix_in::{remix_in_owned, Origin, Rejected};
+use crate::runtime::ingest::resnapshot::LoggedKeys;
 use crate::runtime::ingest::{ChangeBatch, Ingest};
 use crate::runtime::state::{StateKey, StateStore};
 use futures_util::StreamExt;
@@ -39,11 +47,31 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// Rows per append.
+/// Snapshot rows per append.
 const CHUNK_ROWS: usize = 2000;
+/// While an append is in flight, streamed changes accumulate; the stream waits for it once they hold
+/// this many bytes.
+const CHUNK_BYTES_MAX: usize = 4 * 1024 * 1024;
 const RETRY_BASE_MS: u64 = 500;
 const RETRY_MAX_MS: u64 = 30_000;
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
+/// Heartbeat periods of silence (no event, no heartbeat) after which the connection counts as lost
+/// and the source reconnects: a connection that died without a FIN or RST would otherwise be waited
+/// on for ever.
+const SILENT_HEARTBEATS_MAX: u64 = 4;
+
+type Pending = JoinHandle<Result<crate::runtime::engine::Appended, crate::runtime::ingest::AppendError>>;
+
+/// What the stream loop waits for: the append in flight, or the next event.
+enum Next {
+    Landed(
+        Result<
+            Result<crate::runtime::engine::Appended, crate::runtime::ingest::AppendError>,
+            tokio::task::JoinError,
+        >,
+    ),
+    Event(Option<Result<mysql_async::binlog::events::Event, mysql_async::Error>>),
+}
 
 /// Why a session of the source ended (it reconnects with backoff after any of them).
 #[derive(Debug, thiserror::Error)]
@@ -56,10 +84,17 @@ pub enum SourceError {
     Append(#[from] crate::runtime::ingest::AppendError),
     #[error(transparent)]
     State(#[from] crate::runtime::state::StateError),
+    #[error(transparent)]
+    Log(#[from] crate::runtime::engine::EngineError),
     #[error("binary log: {0}")]
     Binlog(#[from] std::io::Error),
     #[error("{0}")]
     Protocol(String),
+    #[error(
+        "no event and no heartbeat from the server in {silence_ms} ms (heartbeat_ms: {heartbeat_ms}): the \
+         connection counts as lost"
+    )]
+    Silent { silence_ms: u64, heartbeat_ms: u64 },
     #[error("progress of source {source_name}: {message}")]
     Progress { source_name: String, message: String },
 }
@@ -265,6 +300,11 @@ impl Source {
         if file.is_empty() {
             return Err(SourceError::Protocol("the binary log is off".into()));
         }
+        let mut logged_keys = LoggedKeys::load(&self.ingest, self.name()).await?;
+        if !logged_keys.is_empty() {
+            tracing::warn!(source = %self.name(), "the initial snapshot was interrupted; redoing it ({} rows \
+                copied before are overwritten, or deleted if they are gone)", logged_keys.len());
+        }
         let started = Instant::now();
         let mut total = 0u64;
         for table in self.config.tables.clone() {
@@ -308,12 +348,17 @@ impl Source {
                 let position = format!("snapshot:{file}:{pos}:{name}:{rows}");
                 rows += 1;
                 match self.remix(&table, Value::Object(object), Op::Upsert, position) {
-                    Ok(change) => batch.push(&change),
+                    Ok(change) => {
+                        logged_keys.copied(&change);
+                        batch.push(&change)
+                    }
                     Err(letter) => self.dead_letter(letter).await?,
                 }
                 if batch.len() >= CHUNK_ROWS {
                     self.ingest.append(self.name(), std::mem::take(&mut batch)).await?;
                     self.set_status(|s| s.snapshot_rows = rows);
+                    metrics::gauge!("remix_snapshot_rows", "source" => self.name().to_owned())
+                        .set(rows as f64);
                     if last_progress.elapsed() >= PROGRESS_INTERVAL {
                         last_progress = Instant::now();
                         let rate = rows as f64 / started.elapsed().as_secs_f64().max(0.001);
@@ -327,9 +372,13 @@ impl Source {
             if !batch.is_empty() {
                 self.ingest.append(self.name(), batch).await?;
             }
+            self.set_status(|s| s.snapshot_rows = rows);
+            metrics::gauge!("remix_snapshot_rows", "source" => self.name().to_owned()).set(rows as f64);
             total += rows;
             tracing::info!(source = %self.name(), "snapshot of {name}: {rows} rows copied");
         }
+        let prefix = format!("snapshot:{file}:{pos}");
+        logged_keys.delete_gone(&self.ingest, self.name(), &prefix, CHUNK_ROWS).await?;
         c.query_drop("COMMIT").await?;
         tracing::info!(source = %self.name(), "initial snapshot done: {total} rows in {:.1} s at {file}:{pos}", started.elapsed().as_secs_f64());
         Ok((file, pos))
@@ -390,7 +439,11 @@ impl Source {
         skip_through: Option<Position>,
     ) -> Result<(), SourceError> {
         let mut meta = conn::connect(opts).await?;
-        let dump = conn::connect(opts).await?;
+        let mut dump = conn::connect(opts).await?;
+        // The server's dump thread reads this user variable (nanoseconds), as from a replica.
+        let heartbeat_ms = self.config.heartbeat_ms;
+        dump.query_drop(format!("SET @master_heartbeat_period = {}", heartbeat_ms * 1_000_000)).await?;
+        let silence_ms = heartbeat_ms * SILENT_HEARTBEATS_MAX;
         let request =
             BinlogStreamRequest::new(self.config.server_id).with_filename(file.as_bytes()).with_pos(pos);
         let mut stream = dump.get_binlog_stream(request).await?;
@@ -410,12 +463,27 @@ impl Source {
             self.config.tables.iter().map(|t| ((t.database.clone(), t.table.clone()), t.clone())).collect();
         let mut maps: HashMap<u64, TableMapEvent<'static>> = HashMap::new();
         let mut batch = ChangeBatch::new();
+        let mut inflight: Option<Pending> = None;
         let (mut trx_start, mut ordinal, mut in_trx, mut seen_format) = (pos, 0u64, false, false);
         let mut shutdown = self.shutdown.clone();
-        loop {
-            let event = tokio::select! {
+        let result: Result<(), SourceError> = async { loop {
+            let next = tokio::select! {
                 _ = shutdown.changed() => return Ok(()),
-                event = stream.next() => event,
+                landed = async { inflight.as_mut().expect("in flight").await }, if inflight.is_some() => {
+                    Next::Landed(landed)
+                }
+                event = tokio::time::timeout(Duration::from_millis(silence_ms), stream.next()) => {
+                    Next::Event(event.map_err(|_| SourceError::Silent { silence_ms, heartbeat_ms })?)
+                }
+            };
+            let event = match next {
+                Next::Landed(landed) => {
+                    inflight = None;
+                    landed.map_err(|e| SourceError::Protocol(format!("the append task failed: {e}")))??;
+                    self.settle(&mut batch, &mut inflight, false).await?;
+                    continue;
+                }
+                Next::Event(event) => event,
             };
             let Some(event) = event else {
                 return Err(SourceError::Protocol("the server ended the binary log stream".into()));
@@ -450,20 +518,17 @@ impl Source {
                             (trx_start, ordinal, in_trx) = (start, 0, true);
                         }
                     } else if sql == "COMMIT" {
-                        self.commit(&mut batch, &file, end).await?;
+                        self.commit(&mut batch, &mut inflight, &file, end).await?;
                         in_trx = false;
                     } else {
                         // DDL (implicitly committed): column types are read again.
                         self.columns.clear();
                         in_trx = false;
-                        self.ingest.passed(
-                            self.name(),
-                            Position { file: file.clone(), pos: end, ordinal: 0 }.to_string(),
-                        );
+                        self.commit(&mut batch, &mut inflight, &file, end).await?;
                     }
                 }
                 EventData::XidEvent(_) => {
-                    self.commit(&mut batch, &file, end).await?;
+                    self.commit(&mut batch, &mut inflight, &file, end).await?;
                     in_trx = false;
                 }
                 EventData::TableMapEvent(map) => {
@@ -534,11 +599,52 @@ impl Source {
                         self.row(&mut batch, binding, &columns, row, op, at, &skip_through, &dead_lettered)
                             .await?;
                     }
-                    if batch.len() >= CHUNK_ROWS {
-                        self.ingest.append(self.name(), std::mem::take(&mut batch)).await?;
-                    }
+                    self.settle(&mut batch, &mut inflight, false).await?;
                 }
                 _ => {}
+            }
+        } }
+        .await;
+        // The append in flight lands (and records its last position) before the next session reads
+        // where to resume; changes not yet appended are read again then.
+        if let Some(pending) = inflight.take() {
+            let _ = pending.await;
+        }
+        result
+    }
+
+    /// Collects a finished append and starts the next one (at most one in flight; the next chunk
+    /// accumulates meanwhile, and is waited for only once it holds [`CHUNK_BYTES_MAX`]); with
+    /// `drain`, waits until nothing is pending. A chunk with no changes but a position (transactions
+    /// that touched no bound table) records that position once everything before it is durable.
+    async fn settle(
+        &self,
+        batch: &mut ChangeBatch,
+        inflight: &mut Option<Pending>,
+        drain: bool,
+    ) -> Result<(), SourceError> {
+        loop {
+            if let Some(pending) = inflight {
+                let must_wait = drain || batch.bytes() >= CHUNK_BYTES_MAX;
+                if !pending.is_finished() && !must_wait {
+                    return Ok(());
+                }
+                let pending = inflight.take().expect("checked");
+                pending
+                    .await
+                    .map_err(|e| SourceError::Protocol(format!("the append task failed: {e}")))??;
+            }
+            let next = std::mem::take(batch);
+            if next.is_empty() {
+                if let Some(position) = next.last_position() {
+                    self.ingest.passed(self.name(), position.to_owned());
+                }
+                return Ok(());
+            }
+            let (ingest, name) = (self.ingest.clone(), self.name().to_owned());
+            *inflight = Some(tokio::spawn(async move { ingest.append(&name, next).await }));
+            if !drain {
+                return Ok(());
             }
         }
     }
@@ -550,6 +656,22 @@ impl Source {
         before: &Map<String, Value>,
         after: &Map<String, Value>,
     ) -> bool {
+        // The common case, decided without remixing: every column a key field is mapped from (or,
+        // unmapped, its own column) is unchanged, so the key is (a field's value depends only on its
+        // column, a cast and a constant default).
+        let model = self.ingest.model(&binding.binding.model);
+        let unchanged = model.key_fields().iter().all(|field| {
+            let column = binding
+                .binding
+                .mapping
+                .source_paths()
+                .find(|(name, _)| name == field)
+                .map_or(field.as_str(), |(_, path)| path.root());
+            before.get(column) == after.get(column)
+        });
+        if unchanged {
+            return false;
+        }
         let key = |row: &Map<String, Value>| {
             self.remix(binding, Value::Object(row.clone()), Op::Delete, String::new()).ok().map(|c| c.key)
         };
@@ -611,17 +733,17 @@ impl Source {
         Ok(())
     }
 
-    /// A transaction ended at `file`:`end`: its changes are appended with that position.
-    async fn commit(&self, batch: &mut ChangeBatch, file: &str, end: u64) -> Result<(), SourceError> {
-        let position = Position { file: file.to_owned(), pos: end, ordinal: 0 }.to_string();
-        if batch.is_empty() {
-            self.ingest.passed(self.name(), position);
-            return Ok(());
-        }
-        let mut full = std::mem::take(batch);
-        full.set_last_position(position);
-        self.ingest.append(self.name(), full).await?;
-        Ok(())
+    /// A transaction (or DDL) ended at `file`:`end`: the chunk holding its last changes carries that
+    /// position.
+    async fn commit(
+        &self,
+        batch: &mut ChangeBatch,
+        inflight: &mut Option<Pending>,
+        file: &str,
+        end: u64,
+    ) -> Result<(), SourceError> {
+        batch.set_last_position(Position { file: file.to_owned(), pos: end, ordinal: 0 }.to_string());
+        self.settle(batch, inflight, false).await
     }
 }
 

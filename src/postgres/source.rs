@@ -25,11 +25,11 @@ use super::stream::Streamer;
 use crate::connector::SourceStatus;
 use crate::record::{Change, DeadLetter, FieldError, Op};
 use crate::runtime::ingest::remix_in::{remix_in_owned, Origin, Rejected};
-use crate::runtime::ingest::{ChangeBatch, ChangeFold, Ingest};
+use crate::runtime::ingest::resnapshot::LoggedKeys;
+use crate::runtime::ingest::{ChangeBatch, Ingest};
 use crate::runtime::state::{StateKey, StateStore};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -199,7 +199,7 @@ impl Source {
         let (client, connection) = super::tls::connect(&self.config.dsn).await?;
         let connection = tokio::spawn(connection);
         snapshot::begin(&client, snapshot_name).await?;
-        let mut logged_keys = self.logged_keys().await?;
+        let mut logged_keys = LoggedKeys::load(&self.ingest, self.name()).await?;
         let started = Instant::now();
         let mut total_rows = 0;
         for table in self.config.tables.clone() {
@@ -228,52 +228,11 @@ impl Source {
             total_rows += rows;
             tracing::info!(source = %self.name(), "snapshot of {}.{}: {rows} rows copied", table.schema, table.table);
         }
-        self.delete_gone(logged_keys, lsn).await?;
+        let prefix = format!("snapshot:{}", format_lsn(lsn));
+        logged_keys.delete_gone(&self.ingest, self.name(), &prefix, SNAPSHOT_CHUNK_ROWS).await?;
         client.batch_execute("COMMIT").await?;
         connection.abort();
         tracing::info!(source = %self.name(), "initial snapshot done: {total_rows} rows in {:.1} s", started.elapsed().as_secs_f64());
-        Ok(())
-    }
-
-    /// The keys whose objects this source's changes in the log leave at the targets (none when it
-    /// logged nothing): after an interrupted snapshot, the rows its attempts copied.
-    async fn logged_keys(&self) -> Result<LoggedKeys, SourceError> {
-        if self.ingest.last_position(self.name()).is_none() {
-            return Ok(LoggedKeys::default());
-        }
-        Ok(self.ingest.scan_changes(self.name(), LoggedKeys::default()).await?)
-    }
-
-    /// Deletes the logged keys the new snapshot did not hold: rows an interrupted attempt copied that
-    /// were deleted before this snapshot's consistent point.
-    async fn delete_gone(&self, gone: LoggedKeys, lsn: u64) -> Result<(), SourceError> {
-        let mut batch = ChangeBatch::new();
-        let mut n = 0u64;
-        for (model, keys) in gone.0 {
-            for key in keys {
-                let change = Change {
-                    source: self.name().to_owned(),
-                    position: format!("snapshot:{}:gone:{model}:{n}", format_lsn(lsn)),
-                    model: model.clone(),
-                    op: Op::Delete,
-                    key: serde_json::from_str(&key).expect("a logged key is JSON"),
-                    data: None,
-                    unchanged: Vec::new(),
-                    idempotency_key: None,
-                };
-                n += 1;
-                batch.push(&change);
-                if batch.len() >= SNAPSHOT_CHUNK_ROWS {
-                    self.ingest.append(self.name(), std::mem::take(&mut batch)).await?;
-                }
-            }
-        }
-        if !batch.is_empty() {
-            self.ingest.append(self.name(), batch).await?;
-        }
-        if n > 0 {
-            tracing::info!(source = %self.name(), "snapshot: {n} rows an interrupted snapshot had copied are gone; deleted");
-        }
         Ok(())
     }
 
@@ -307,33 +266,6 @@ impl Source {
         tracing::warn!(source = %self.name(), position = %letter.position, "row sent to the DLQ: {:?}", letter.errors);
         self.ingest.dead_letters().append(vec![letter]).await?;
         Ok(())
-    }
-}
-
-/// Keys (as JSON text) by model that a source's changes in the log leave at the targets.
-#[derive(Debug, Default)]
-struct LoggedKeys(HashMap<String, std::collections::HashSet<String>>);
-
-impl ChangeFold for LoggedKeys {
-    fn fold(&mut self, change: Change) {
-        let model = self.0.entry(change.model).or_default();
-        match change.op {
-            Op::Upsert => model.insert(change.key.to_string()),
-            Op::Delete => model.remove(&change.key.to_string()),
-            Op::Truncate => {
-                model.clear();
-                true
-            }
-        };
-    }
-}
-
-impl LoggedKeys {
-    /// The new snapshot holds this change's object.
-    fn copied(&mut self, change: &Change) {
-        if let Some(model) = self.0.get_mut(&change.model) {
-            model.remove(&change.key.to_string());
-        }
     }
 }
 

@@ -8,6 +8,7 @@ pub mod context;
 pub mod dlq;
 pub mod indexes;
 pub mod remix_in;
+pub mod resnapshot;
 pub mod superseded;
 
 pub use appender::{AppendError, Appender};
