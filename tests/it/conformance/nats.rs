@@ -32,12 +32,29 @@ pub struct Nats {
 }
 
 impl Nats {
+    /// A server with JetStream's default `sync_interval` (2 minutes).
     pub fn new(root: &Path) -> Nats {
+        Nats::start(root, false)
+    }
+
+    /// A server with `sync_interval: always`. Case 6 kills the server with -9. With the default
+    /// setting, JetStream acknowledges a message before its buffered write reaches the file, so the
+    /// kill can lose messages that Remix was right to count as delivered (README: durability is
+    /// JetStream's).
+    pub fn syncing(root: &Path) -> Nats {
+        Nats::start(root, true)
+    }
+
+    fn start(root: &Path, sync_always: bool) -> Nats {
         let port = free_port();
         let dir = root.join("nats");
         std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("nats.conf");
+        let sync = if sync_always { "\n  sync_interval: always" } else { "" };
+        let store = dir.display().to_string();
+        std::fs::write(&config, format!("jetstream {{\n  store_dir: {store:?}{sync}\n}}\n")).unwrap();
         let args: Vec<String> =
-            ["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd", &dir.display().to_string()]
+            ["-c", &config.display().to_string(), "-js", "-a", "127.0.0.1", "-p", &port.to_string()]
                 .iter()
                 .map(|s| (*s).to_owned())
                 .collect();
@@ -193,7 +210,17 @@ fn permanent_error_dead_letters() {
 
 #[test]
 fn server_down() {
-    cases::server_down(Nats::new);
+    cases::server_down(Nats::syncing);
+}
+
+/// A known loss, left open in issue 13: when Remix is killed while the server is slow to store
+/// (fsync per message), about one run in three ends with a few changes missing from the stream.
+/// The later changes are there, so the resume after the stream's last message skipped messages
+/// the stream never stored. Run it with `--ignored`.
+#[test]
+#[ignore = "known bug: messages lost on kill -9 against a server with sync_interval: always"]
+fn kill9_during_delivery_against_a_syncing_server() {
+    cases::kill9_during_delivery(Nats::syncing);
 }
 
 #[test]
