@@ -350,8 +350,14 @@ impl Node {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 let output = self.output();
                 let this_start = output.rsplit(&marker).next().unwrap_or_default();
-                if this_start.contains("Address already in use") {
+                // The lock: the test process itself opens the log between starts (conformance
+                // `append`), and a child forked meanwhile by another test thread holds a copy of
+                // that descriptor until it execs, so the lock can outlive the close by a moment.
+                if this_start.contains("Address already in use")
+                    || this_start.contains("is locked by another process")
+                {
                     port_taken = true;
+                    std::thread::sleep(Duration::from_millis(200));
                     return Some(());
                 }
                 panic!("remix run exited with {status} before it was ready:\n{output}");
