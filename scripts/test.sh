@@ -24,6 +24,23 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+# Build cache. CI runs on the machine the work was done on, so a clone's target/ is a link to one
+# per-user directory: dependencies compiled once are reused by every later run (what CI services do
+# with a cache of target/). Cargo's fingerprints decide what is rebuilt, as in any target dir. An
+# explicit CARGO_TARGET_DIR, an existing target/, or REMIX_BUILD_CACHE=off keeps the build local.
+# Past REMIX_BUILD_CACHE_GIB_MAX (default 40) the cache is emptied first, so it cannot fill the disk.
+if [ -z "${CARGO_TARGET_DIR:-}" ] && [ ! -e target ] && [ "${REMIX_BUILD_CACHE:-on}" != off ]; then
+  cache="${XDG_CACHE_HOME:-$HOME/.cache}/remix-target"
+  mkdir -p "$cache"
+  cache_gib=$(( $(du -sk "$cache" | cut -f1) / 1024 / 1024 ))
+  if [ "$cache_gib" -ge "${REMIX_BUILD_CACHE_GIB_MAX:-40}" ]; then
+    echo "== build cache $cache holds ${cache_gib} GiB: emptied"
+    rm -rf "$cache" && mkdir -p "$cache"
+  fi
+  ln -s "$cache" target
+  echo "== build cache: target -> $cache"
+fi
+
 echo "== test servers (once per machine, cached; scripts/test-servers.md)"
 scripts/test-servers.sh --no-tansu
 
@@ -49,10 +66,10 @@ if [ -x ../shared/contract/smoke.sh ]; then
 fi
 echo "== lean binary (--no-default-features --features jsonl) runs the default config"
 # Same target dir (dependencies built with the same features are shared), then the full binary is
-# put back in target/release. Only Remix's own crate is built at opt-level 1 (this binary is run
+# put back in target/release. Only Remix's own crate is built at opt-level 0 (this binary is run
 # once, not measured), to keep this step short.
 cargo build --release -q --no-default-features --features jsonl --bin remix \
-  --config 'profile.release.package.remix.opt-level=1'
+  --config 'profile.release.package.remix.opt-level=0'
 cp target/release/remix target/remix-lean
 scripts/lean-smoke.sh target/remix-lean
 cargo build --release -q --bin remix
