@@ -9,7 +9,8 @@
 //! **Exactly once, beyond the duplicate window.** `Nats-Msg-Id` lets JetStream drop a re-send inside
 //! its duplicate window (2 minutes by default); the target does not rely on it. Before it publishes
 //! (at start and after any error) it reads the last message of its subjects and resumes after that
-//! message's `remix-offset`; and every publish carries `Nats-Expected-Last-Sequence` (the previous
+//! message's `remix-offset` (the stream's last sequence read before and after that message must agree,
+//! so publishes still landing from a killed process cannot pair one with an older other); and every publish carries `Nats-Expected-Last-Sequence` (the previous
 //! one's), so the stream takes the target's messages only as an unbroken sequence: when one fails,
 //! every later one in flight is refused too ("wrong last sequence"), and the batch is sent again
 //! from the message after the last the stream holds. So the stream holds each change once, in log
@@ -29,7 +30,8 @@ use crate::runtime::delivery::message::{
 };
 use crate::runtime::delivery::{Batch, Capabilities, Guarantee, Target, TargetError};
 use crate::runtime::state::{StateKey, StateStore};
-use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage};
+use async_nats::jetstream::message::{PublishMessage, StreamMessage};
+use async_nats::jetstream::{self, context::PublishErrorKind};
 use async_nats::HeaderMap;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -44,6 +46,10 @@ pub const BATCH_RECORDS_MAX: usize = 10_000;
 const CONNECT_TIMEOUT_MS: u64 = 5_000;
 /// How long a JetStream request or a publish's ack may take.
 const REQUEST_TIMEOUT_MS: u64 = 10_000;
+/// How many times the position is read before a stream that keeps changing is an error.
+const POSITION_READS_MAX: usize = 100;
+/// The pause between two reads of a changing position.
+const POSITION_SETTLE_MS: u64 = 50;
 
 /// Publishes to JetStream; see the module docs.
 #[derive(Debug)]
@@ -126,18 +132,9 @@ impl NatsTarget {
         if let Some(position) = self.position {
             return Ok(position);
         }
-        let stream_error = |what: &str, e: &dyn std::error::Error| {
-            TargetError::transient(format!("nats: stream {}: {what}: {}", self.stream, error_chain(e)))
-        };
-        let mut stream = context.get_stream(&self.stream).await.map_err(|e| stream_error("info", &e))?;
-        let info = stream.info().await.map_err(|e| stream_error("info", &e))?;
-        let (last_sequence, messages) = (info.state.last_sequence, info.state.messages);
+        let (last_sequence, last) = self.read_last(context).await?;
         let mut position = Position { last_sequence, offset: 0 };
-        if messages > 0 {
-            let last = stream
-                .get_last_raw_message_by_subject(&self.stream_subject)
-                .await
-                .map_err(|e| stream_error("its last message", &e))?;
+        if let Some(last) = last {
             let header = |name: &str| last.headers.get(name).map(|v| v.as_str().to_owned());
             let owner = header(HEADER_TARGET).unwrap_or_default();
             if owner != self.name {
@@ -163,6 +160,46 @@ impl NatsTarget {
         }
         self.position = Some(position);
         Ok(position)
+    }
+
+    /// The stream's last sequence and its last message (none when empty), read as one state: the
+    /// sequence before and after reading the message must agree. Publishes of a killed process (or
+    /// this one's, in flight when a publish failed) can still be stored while the position is read;
+    /// a last message newer than the last sequence paired with it would shift every expected
+    /// sequence, and a later publish in flight could then be taken out of place, past a gap.
+    async fn read_last(
+        &self,
+        context: &jetstream::Context,
+    ) -> Result<(u64, Option<StreamMessage>), TargetError> {
+        let stream_error = |what: &str, e: &dyn std::error::Error| {
+            TargetError::transient(format!("nats: stream {}: {what}: {}", self.stream, error_chain(e)))
+        };
+        let mut stream = context.get_stream(&self.stream).await.map_err(|e| stream_error("info", &e))?;
+        let (mut last_sequence, mut messages) =
+            stream_state(&mut stream).await.map_err(|e| stream_error("info", &e))?;
+        for _ in 0..POSITION_READS_MAX {
+            let last = if messages == 0 {
+                None
+            } else {
+                let last = stream
+                    .get_last_raw_message_by_subject(&self.stream_subject)
+                    .await
+                    .map_err(|e| stream_error("its last message", &e))?;
+                Some(last)
+            };
+            let after = stream_state(&mut stream).await.map_err(|e| stream_error("info", &e))?;
+            if after == (last_sequence, messages) {
+                assert!(last.as_ref().is_none_or(|m| m.sequence <= last_sequence));
+                return Ok((last_sequence, last));
+            }
+            (last_sequence, messages) = after;
+            tokio::time::sleep(Duration::from_millis(POSITION_SETTLE_MS)).await;
+        }
+        Err(TargetError::transient(format!(
+            "nats: stream {}: its last sequence kept moving while the target read it ({} reads, now {}): \
+             is another publisher writing to it?",
+            self.stream, POSITION_READS_MAX, last_sequence
+        )))
     }
 
     async fn store_generation(&self) -> Result<(), TargetError> {
@@ -212,6 +249,14 @@ impl NatsTarget {
         self.position = Some(Position { last_sequence: expected, offset: last_offset });
         Ok(())
     }
+}
+
+/// The stream's last sequence and message count, read afresh.
+async fn stream_state(
+    stream: &mut jetstream::stream::Stream,
+) -> Result<(u64, u64), jetstream::stream::InfoError> {
+    let state = &stream.info().await?.state;
+    Ok((state.last_sequence, state.messages))
 }
 
 async fn confirm(index: usize, ack: jetstream::context::PublishAckFuture) -> Result<(), TargetError> {
