@@ -3,7 +3,8 @@
 //! in the same run, printed as a ratio (goal: at least 0.8).
 //!
 //! Ours: items as the worker hands them over (each upsert's fields still the logged JSON text,
-//! `Fields::Raw`), applied in batches of 1000, one shard of all rows (row building, decoding,
+//! `Fields::Raw`), applied in batches of the target's default size (no `batch.records_max` in the
+//! configuration: 20k), one shard of all rows (row building, decoding,
 //! chunking, zstd, sha256, the conditional put of shard and manifest). The anchor: the same rows as
 //! NDJSON bytes in memory, `arrow_json::ReaderBuilder` → `ArrowWriter<File>`.
 //!
@@ -24,6 +25,11 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+// The binary's allocator (its default features), for both pipelines.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 const ROW_GROUP_ROWS: usize = 128 * 1024;
 
@@ -97,7 +103,7 @@ fn ours(items: &[Item], dir: &std::path::Path) -> Duration {
         common: TargetCommon {
             name: "bench".into(),
             rate_limit: None,
-            batch: BatchConfig { records_max: Some(1000), linger: Duration::ZERO },
+            batch: BatchConfig { records_max: None, linger: Duration::ZERO },
             on_error: OnError::Pause,
             truncate: TruncatePolicy::Apply,
         },
@@ -116,8 +122,9 @@ fn ours(items: &[Item], dir: &std::path::Path) -> Duration {
     runtime.block_on(async {
         let mut target = ObjectStoreTarget::with_models(&config, &models).unwrap();
         target.open(0).await.unwrap();
+        let batch_records = target.capabilities().batch_records_default;
         let batches: Vec<Batch> = items
-            .chunks(1000)
+            .chunks(batch_records)
             .map(|chunk| Batch {
                 first_offset: chunk[0].offset,
                 last_offset: chunk.last().unwrap().offset,
